@@ -1,0 +1,136 @@
+"""`noisekit`: the command line. Thin: it parses, calls the library and writes files.
+
+A user mistake is one line on stderr and exit status 2, never a traceback.
+"""
+
+import argparse
+import os
+import sys
+
+from . import __version__
+
+DEMO_PROMPTS = [
+    "a large red circle on a black background",
+    "a small yellow square on a navy background",
+    "a blue triangle on a white background",
+    "a large green cross on a beige background",
+    "an orange circle above a purple square",
+    "a red circle",
+]
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs, reported as one line."""
+
+
+def read_prompts(args):
+    if args.prompt_file:
+        if args.prompt:
+            raise UserError("give a PROMPT or --prompt_file, not both.")
+        if not os.path.isfile(args.prompt_file):
+            raise UserError(f"--prompt_file {args.prompt_file!r} does not exist.")
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompts = [line.strip() for line in f if line.strip()]
+        if not prompts:
+            raise UserError(f"--prompt_file {args.prompt_file!r} holds no prompts (one per line).")
+        return prompts
+    if not args.prompt:
+        raise UserError("give a PROMPT or --prompt_file FILE.")
+    return [args.prompt]
+
+
+def seeds_of(args):
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}.")
+    if args.num_images < 1:
+        raise UserError(f"--num_images must be >= 1, got {args.num_images}.")
+    return list(range(args.seed, args.seed + args.num_images))
+
+
+def add_sampling_flags(parser):
+    parser.add_argument("--model", default=None, help="diffusers folder, hub id, or shapes asset (default shapes-t2i)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed; seeds S..S+N-1 are used for every prompt")
+    parser.add_argument("--num_images", type=int, default=4, help="images (seeds) per prompt")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps")
+    parser.add_argument("--guidance_scale", type=float, default=5.0)
+    parser.add_argument("--guidance_rescale", type=float, default=0.0)
+    parser.add_argument("--negative_prompt", default=None)
+    parser.add_argument("--batch_size", type=int, default=None, help="candidates per denoiser batch")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_generate(args, prompts=None):
+    import torch
+    from tqdm.auto import tqdm
+
+    from .generate import generate, write_results
+    from .models import load_pipeline
+
+    prompts = prompts or read_prompts(args)
+    seeds = seeds_of(args)
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}.")
+    pipe = load_pipeline(args.model, args.device)
+    torch.set_grad_enabled(False)
+    with tqdm(total=len(prompts), desc="prompts", disable=args.quiet) as progress:
+        records = generate(pipe, prompts, seeds, args.steps, args.guidance_scale, args.guidance_rescale,
+                           args.negative_prompt, args.batch_size, progress)
+    settings = {"model": args.model or "shapes-t2i", "steps": args.steps, "guidance_scale": args.guidance_scale,
+                "guidance_rescale": args.guidance_rescale, "negative_prompt": args.negative_prompt,
+                "scheduler": type(pipe.scheduler).__name__, "noisekit": __version__}
+    path = write_results(records, args.output_dir, settings)
+    return records, path
+
+
+def run_demo(args):
+    from .grid import labelled_grid
+
+    args.prompt, args.prompt_file, args.model, args.negative_prompt = None, None, None, None
+    records, path = run_generate(args, DEMO_PROMPTS)
+    rows = [[r["image"] for r in records if r["prompt_index"] == i] for i in range(len(DEMO_PROMPTS))]
+    labels = [[f"seed {r['seed']}" for r in records if r["prompt_index"] == i] for i in range(len(DEMO_PROMPTS))]
+    grid = os.path.join(args.output_dir, "grid.png")
+    labelled_grid(rows, DEMO_PROMPTS, labels).save(grid)
+    print(f"wrote {grid} and {path}")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="noisekit", description="The initial noise of diffusion as a tool.")
+    parser.add_argument("--version", action="version", version=f"noisekit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    generate = commands.add_parser("generate", help="images for prompts x seeds, with their recipes")
+    generate.add_argument("prompt", nargs="?", help="the prompt (or use --prompt_file)")
+    generate.add_argument("--prompt_file", help="one prompt per line")
+    generate.add_argument("--output_dir", default="outputs/generate")
+    add_sampling_flags(generate)
+    generate.set_defaults(run=lambda a: print(f"wrote {run_generate(a)[1]}"))
+
+    demo = commands.add_parser("demo", help="a labelled grid of the embedded shapes world")
+    demo.add_argument("--output_dir", default="outputs/demo")
+    add_sampling_flags(demo)
+    demo.set_defaults(run=run_demo)
+
+    from .schedule_cli import add_inspect_schedule
+
+    add_inspect_schedule(commands)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    try:
+        args.run(args)
+    except (UserError, ValueError, FileNotFoundError) as error:
+        print(f"noisekit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""A batched, prunable sampler that runs candidates through a diffusers pipeline's own parts.
+
+`Sampler` encodes each prompt once and owns the settings; `Trajectories` is a batch of candidates in flight
+with its own copy of the scheduler. It gives the stock pipeline's results for the same latents (the loop below
+is the one of `StableDiffusionPipeline.__call__` / `StableDiffusionXLPipeline.__call__`), and adds what search
+needs: candidates can be dropped between steps, x0 (Tweedie) previews are returned at chosen steps, and every
+denoiser evaluation is counted (NFE; a CFG step on B candidates counts 2B).
+
+Step `i` means the `i`-th pass of the loop over `scheduler.timesteps` (0-based): its preview comes from the
+`i + 1`-th denoiser evaluation. Heun-type schedulers evaluate twice per timestep, so their loop is longer.
+"""
+
+import copy
+import inspect
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .families import check_supported, decode, encode
+from .noise import default_size, vae_scale_factor
+
+
+def rescale_guidance(guided, cond, guidance_rescale):
+    """CFG rescale (Lin et al. 2023, Sec. 3.4): match the std of the guided prediction to the conditional one,
+    then mix by `guidance_rescale`. A zero std (a constant prediction) is left unscaled instead of dividing by 0."""
+    dims = list(range(1, cond.ndim))
+    std_cond = cond.std(dim=dims, keepdim=True)
+    std_guided = guided.std(dim=dims, keepdim=True)
+    ratio = torch.where(std_guided > 0, std_cond / std_guided, torch.ones_like(std_guided))
+    rescaled = guided * ratio
+    return guidance_rescale * rescaled + (1 - guidance_rescale) * guided
+
+
+def predict_x0(scheduler, model_output, model_input, step_index, timestep):
+    """Tweedie estimate of x0 from the model output at `step_index`, in the VP parametrisation of the model input.
+
+    alpha_bar comes from the scheduler's sigma at this step when it has sigmas (Euler, Heun, LMS, DPM-Solver,
+    UniPC; alpha_bar = 1 / (1 + sigma^2)), otherwise from `alphas_cumprod[t]` (DDIM, DDPM, PNDM).
+    """
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) > step_index:
+        alpha_bar = 1.0 / (1.0 + sigmas[step_index].double() ** 2)
+    else:
+        alpha_bar = scheduler.alphas_cumprod[int(timestep)].double()
+    alpha, sigma = alpha_bar.sqrt().float().to(model_input.device), (1 - alpha_bar).sqrt().float().to(model_input.device)
+    x_t, output = model_input.float(), model_output.float()
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return (x_t - sigma * output) / alpha
+    if prediction_type == "v_prediction":
+        return alpha * x_t - sigma * output
+    if prediction_type == "sample":
+        return output
+    raise ValueError(f"x0 previews support prediction types epsilon, v_prediction and sample, got {prediction_type!r}.")
+
+
+def _is_candidate_tensor(value, like):
+    return torch.is_tensor(value) and value.shape == like.shape
+
+
+def _select_rows(obj, rows, like):
+    """Index every per-candidate tensor held by `obj` (a scheduler's multistep history, Heun's first-order
+    sample, ...) with `rows`. Per-candidate means: shaped exactly like the current latents."""
+    for name, value in list(vars(obj).items()):
+        if _is_candidate_tensor(value, like):
+            setattr(obj, name, value[rows])
+        elif isinstance(value, list) and any(_is_candidate_tensor(v, like) for v in value):
+            setattr(obj, name, [v[rows] if _is_candidate_tensor(v, like) else v for v in value])
+
+
+@dataclass
+class SampleOutput:
+    images: object  # list of PIL images, or a tensor / array for other `output_type`s
+    latents: torch.Tensor
+    nfe: int
+    previews: dict = field(default_factory=dict)  # step -> x0 latents (N, C, h, w), float32
+    denoiser_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+class Sampler:
+    """Prompts encoded once, plus the sampling settings shared by every batch of candidates.
+
+    Args:
+        pipe: an SD 1.x/2.x or SDXL diffusers pipeline.
+        prompts (`list[str]`): the distinct prompts; candidates refer to them by index.
+        num_inference_steps, guidance_scale, guidance_rescale, negative_prompt, eta: as in the stock pipelines
+            (CFG is on when `guidance_scale > 1`).
+        height, width: image size in pixels (the pipeline's default when `None`).
+    """
+
+    def __init__(self, pipe, prompts, num_inference_steps=50, guidance_scale=7.5, guidance_rescale=0.0,
+                 negative_prompt=None, eta=0.0, height=None, width=None):
+        check_supported(pipe)
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not prompts:
+            raise ValueError("`prompts` must hold at least one prompt, got an empty list.")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"`guidance_rescale` must lie in [0, 1], got {guidance_rescale!r}.")
+        self.pipe = pipe
+        self.prompts = list(prompts)
+        self.guidance_scale = guidance_scale
+        self.guidance_rescale = guidance_rescale
+        self.guided = guidance_scale > 1.0
+        self.device = pipe._execution_device
+        default_height, default_width = default_size(pipe)
+        self.height, self.width = height or default_height, width or default_width
+        self.conditioning = encode(pipe, self.prompts, negative_prompt, self.guided, self.height, self.width)
+        self.dtype = self.conditioning.cond.dtype
+        self.scheduler = copy.deepcopy(pipe.scheduler)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        if not hasattr(self.scheduler, "sigmas") and (self.scheduler.timesteps < 0).any():
+            # Trailing spacing's rounding bug gives n + 1 timesteps ending at -1 for some n (DDIM, DDPM); DDIM
+            # would then read alphas_cumprod[-1] = alpha_bar_T. See `inspect_schedule`.
+            self.scheduler.timesteps = self.scheduler.timesteps[self.scheduler.timesteps >= 0]
+        self.timesteps = self.scheduler.timesteps
+        accepted = set(inspect.signature(self.scheduler.step).parameters)
+        self.step_kwargs = {"eta": eta} if "eta" in accepted else {}
+        self.takes_generator = "generator" in accepted
+        self.nfe = 0
+        self.denoiser_seconds = 0.0
+
+    @property
+    def num_steps(self):
+        """Passes of the denoising loop (timesteps; twice per timestep for Heun-type schedulers)."""
+        return len(self.timesteps)
+
+    def latent_shape(self):
+        factor = vae_scale_factor(self.pipe)
+        return (self.pipe.unet.config.in_channels, self.height // factor, self.width // factor)
+
+    def start(self, noise, prompt_index=0, generators=None):
+        """A batch of candidates from unit-variance `noise` `(B, C, h, w)`; `prompt_index` is an int or one per
+        candidate; `generators` is one CPU generator per candidate (for stochastic schedulers) or `None`."""
+        return Trajectories(self, noise, prompt_index, generators)
+
+    def call_denoiser(self, model_input, timestep, prompt_index):
+        hidden, added = self.conditioning.unet_inputs(prompt_index, self.guided)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        began = time.perf_counter()
+        output = self.pipe.unet(model_input, timestep, encoder_hidden_states=hidden, timestep_cond=None,
+                                added_cond_kwargs=added, return_dict=False)[0]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.denoiser_seconds += time.perf_counter() - began
+        self.nfe += model_input.shape[0]
+        return output
+
+
+class Trajectories:
+    """Candidates in flight: latents, their prompt rows, generators and a private scheduler state."""
+
+    def __init__(self, sampler, noise, prompt_index, generators):
+        shape = sampler.latent_shape()
+        if noise.ndim != 4 or tuple(noise.shape[1:]) != shape:
+            raise ValueError(f"`noise` must have shape (B, {', '.join(map(str, shape))}) for this pipeline at "
+                             f"{sampler.height}x{sampler.width}, got {tuple(noise.shape)}.")
+        count = noise.shape[0]
+        if isinstance(prompt_index, int):
+            prompt_index = [prompt_index] * count
+        prompt_index = torch.as_tensor(prompt_index, dtype=torch.long)
+        if len(prompt_index) != count or prompt_index.min() < 0 or prompt_index.max() >= len(sampler.prompts):
+            raise ValueError(f"`prompt_index` must give one index in [0, {len(sampler.prompts)}) per candidate.")
+        if generators is not None and len(generators) != count:
+            raise ValueError(f"`generators` must hold one generator per candidate ({count}), got {len(generators)}.")
+        self.sampler = sampler
+        self.scheduler = copy.deepcopy(sampler.scheduler)
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(0)
+        self.latents = noise.to(sampler.device, sampler.dtype) * self.scheduler.init_noise_sigma
+        self.prompt_index = prompt_index.to(sampler.device)
+        self.generators = list(generators) if generators is not None else None
+        self.rows = torch.arange(count)  # which of the starting candidates are still here
+        self.step_index = 0
+
+    def __len__(self):
+        return len(self.rows)
+
+    @property
+    def done(self):
+        return self.step_index >= self.sampler.num_steps
+
+    def step(self, preview=False):
+        """One pass of the denoising loop for every candidate; returns the x0 preview when `preview`."""
+        sampler, scheduler, t = self.sampler, self.scheduler, self.sampler.timesteps[self.step_index]
+        model_input = torch.cat([self.latents] * 2) if sampler.guided else self.latents
+        model_input = scheduler.scale_model_input(model_input, t)
+        output = sampler.call_denoiser(model_input, t, self.prompt_index)
+        if sampler.guided:
+            uncond, cond = output.chunk(2)
+            output = uncond + sampler.guidance_scale * (cond - uncond)
+            if sampler.guidance_rescale > 0:
+                output = rescale_guidance(output, cond, sampler.guidance_rescale)
+        x0 = None
+        if preview:
+            x0 = predict_x0(scheduler, output, model_input[-len(self):], self.step_index, t)
+        kwargs = dict(sampler.step_kwargs)
+        if sampler.takes_generator:
+            kwargs["generator"] = self.generators
+        self.latents = scheduler.step(output, t, self.latents, **kwargs, return_dict=False)[0]
+        self.step_index += 1
+        return x0
+
+    def run(self, until=None, preview_steps=()):
+        """Step until loop index `until` (exclusive; the end when `None`); returns `{step: x0}` for the steps
+        of `preview_steps` that were passed."""
+        until = self.sampler.num_steps if until is None else min(until, self.sampler.num_steps)
+        previews = {}
+        while self.step_index < until:
+            index = self.step_index
+            x0 = self.step(preview=index in preview_steps)
+            if x0 is not None:
+                previews[index] = x0
+        return previews
+
+    def keep(self, rows):
+        """Keep only the candidates at positions `rows` (indices or a boolean mask into the current batch)."""
+        rows = torch.as_tensor(rows)
+        if rows.dtype == torch.bool:
+            rows = rows.nonzero().flatten()
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise ValueError(f"`rows` must index the {len(self)} candidates in flight, got {rows.tolist()}.")
+        like = self.latents
+        _select_rows(self.scheduler, rows.to(like.device), like)
+        self.latents = like[rows.to(like.device)]
+        self.prompt_index = self.prompt_index[rows.to(self.prompt_index.device)]
+        if self.generators is not None:
+            self.generators = [self.generators[i] for i in rows.tolist()]
+        self.rows = self.rows[rows.cpu()]
+
+    def decode(self, output_type="pil"):
+        return decode(self.sampler.pipe, self.latents, output_type)
+
+
+@torch.no_grad()
+def sample(pipe, prompt, noise, num_inference_steps=50, guidance_scale=7.5, guidance_rescale=0.0,
+           negative_prompt=None, eta=0.0, generator=None, preview_steps=(), micro_batch_size=None,
+           output_type="pil"):
+    """Denoise `noise` with `pipe`'s own parts; the images equal `pipe(prompt, latents=noise, ...)`'s.
+
+    Args:
+        pipe: an SD 1.x/2.x or SDXL pipeline.
+        prompt (`str` or `list[str]`): one prompt for every candidate, or one per candidate.
+        noise (`torch.Tensor`): unit-variance noise `(N, C, H/f, W/f)`, e.g. from `seed_noise`; the image size
+            follows from its shape.
+        generator: one CPU `torch.Generator` per candidate for stochastic schedulers (see `seed_generators`).
+        preview_steps: loop indices at which to return x0 previews.
+        micro_batch_size: candidates per denoiser batch (all at once when `None`); results do not depend on it
+            beyond float rounding of batched kernels.
+
+    Returns:
+        `SampleOutput` with images, final latents, NFE, previews and timings.
+
+    Examples:
+        >>> noise = noisekit.seed_noise(pipe, range(4))
+        >>> out = noisekit.sample(pipe, "a red circle", noise, num_inference_steps=20, guidance_scale=5.0)
+        >>> out.images[0].save("best.png"), out.nfe
+    """
+    began = time.perf_counter()
+    count = noise.shape[0]
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if len(prompts) not in (1, count):
+        raise ValueError(f"`prompt` must be one prompt or one per candidate ({count}), got {len(prompts)}.")
+    distinct = list(dict.fromkeys(prompts))
+    prompt_index = [distinct.index(p) for p in prompts] * (count if len(prompts) == 1 else 1)
+    if isinstance(generator, torch.Generator):
+        generator = [generator]
+    factor = vae_scale_factor(pipe)
+    sampler = Sampler(pipe, distinct, num_inference_steps, guidance_scale, guidance_rescale, negative_prompt, eta,
+                      height=noise.shape[-2] * factor, width=noise.shape[-1] * factor)
+    size = micro_batch_size or count
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"`micro_batch_size` must be a positive integer, got {micro_batch_size!r}.")
+    images, latents, previews = [], [], {}
+    for start in range(0, count, size):
+        rows = slice(start, start + size)
+        batch = sampler.start(noise[rows], prompt_index[rows], generator[rows] if generator is not None else None)
+        for step, x0 in batch.run(preview_steps=set(preview_steps)).items():
+            previews.setdefault(step, []).append(x0)
+        latents.append(batch.latents)
+        images.append(batch.decode(output_type))
+    images = _concat(images)
+    previews = {step: torch.cat(parts) for step, parts in previews.items()}
+    return SampleOutput(images, torch.cat(latents), sampler.nfe, previews, sampler.denoiser_seconds,
+                        time.perf_counter() - began)
+
+
+def _concat(parts):
+    if isinstance(parts[0], list):
+        return [image for part in parts for image in part]
+    if torch.is_tensor(parts[0]):
+        return torch.cat(parts)
+    import numpy as np
+
+    return np.concatenate(parts)

@@ -1,0 +1,66 @@
+"""Tiny random-weight pipelines of the real diffusers classes, for tests and benchmarks.
+
+SD-1.x-shaped (epsilon), SD-2-shaped (v-prediction, linear attention projections) and SDXL-shaped (two text
+encoders, pooled embeddings and size time ids), each with the real CLIP BPE tokenizer. Weights come from
+`torch.manual_seed(seed)`, so every build is identical.
+"""
+
+import torch
+from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
+                       UNet2DConditionModel)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from .tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
+
+SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                   set_alpha_to_one=False, steps_offset=1)
+
+
+def _text_config(width, projection_dim=None, hidden_act="quick_gelu"):
+    return CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, hidden_size=width, intermediate_size=2 * width,
+                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                          projection_dim=projection_dim or width, hidden_act=hidden_act,
+                          bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+
+
+def _vae():
+    return AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                         layers_per_block=1, sample_size=16)
+
+
+def tiny_sd_pipeline(prediction_type="epsilon", seed=0, dtype=torch.float32):
+    """SD 1.x-shaped (`prediction_type="epsilon"`) or SD 2-shaped (`"v_prediction"`) pipeline, 16 x 16 pixels,
+    4 x 8 x 8 latents."""
+    torch.manual_seed(seed)
+    sd2 = prediction_type == "v_prediction"
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=(2, 4) if sd2 else 4, use_linear_projection=sd2, norm_num_groups=8)
+    text_encoder = CLIPTextModel(_text_config(32, hidden_act="gelu" if sd2 else "quick_gelu"))
+    scheduler = DDIMScheduler(**SD_SCHEDULE, prediction_type=prediction_type)
+    pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+
+
+def tiny_sdxl_pipeline(seed=0, dtype=torch.float32):
+    """SDXL-shaped pipeline: two text encoders (the second with a projection), `text_time` added conditioning."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=8)
+    text_encoder = CLIPTextModel(_text_config(32, hidden_act="gelu"))
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(32, projection_dim=32, hidden_act="gelu"))
+    scheduler = DDIMScheduler(**SD_SCHEDULE)
+    pipe = StableDiffusionXLPipeline(vae=_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), unet=unet,
+                                     scheduler=scheduler, force_zeros_for_empty_prompt=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
