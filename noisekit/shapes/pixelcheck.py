@@ -3,7 +3,7 @@
 It validates the learned judge: background is the nearest palette colour to the border ring's median; objects
 are the connected regions that differ from the background; each object's colour is the nearest palette colour to
 its median pixel, its size the larger side of its bounding box, its position the grid cell of its centroid, and
-its shape follows from how it fills its bounding box (square ~1, circle ~0.79, cross ~0.56, triangle ~0.5) and
+its shape follows from how it fills its bounding box (square 0.85-1, circle 0.72-0.81, cross and triangle 0.49-0.58) and
 whether its top is narrower than its bottom (triangle) or not (cross).
 """
 
@@ -56,13 +56,14 @@ def _components(mask):
     return regions
 
 
-def _shape_of(region):
+def _shape_of(region, coverage):
+    """`coverage`: per-pixel share of the object's colour (0-1), so anti-aliased edges count by their share."""
     rows, cols = region[:, 0], region[:, 1]
     height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
-    fill = len(region) / float(height * width)
-    if fill > 0.9:
+    fill = coverage[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].sum() / float(height * width)
+    if fill > 0.83:
         return "square"
-    if fill > 0.68:
+    if fill > 0.65:
         return "circle"
     top = rows.min() + height // 4
     bottom = rows.max() - height // 4
@@ -84,6 +85,9 @@ def read_image(image):
     for region in _components(distance > FOREGROUND_DISTANCE):
         if len(region) < MIN_OBJECT_PIXELS:
             continue
+        full = np.percentile(distance[region[:, 0], region[:, 1]], 90)
+        coverage = np.clip(distance / full, 0, 1)
+        region = region[coverage[region[:, 0], region[:, 1]] > 0.5]
         rows, cols = region[:, 0], region[:, 1]
         extent = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
         center = (float(cols.mean()), float(rows.mean()))
@@ -91,7 +95,7 @@ def read_image(image):
         core = distance[rows, cols] >= np.percentile(distance[rows, cols], 50)
         color = nearest(np.median(pixels[rows[core], cols[core]], axis=0), COLORS)
         size = min(SIZES, key=lambda s: abs(SIZES[s] - extent))
-        objects.append({"color": color, "shape": _shape_of(region), "size": size, "center": center,
+        objects.append({"color": color, "shape": _shape_of(region, coverage), "size": size, "center": center,
                         "position": _CELL_TO_POSITION[(_cell(center[0]), _cell(center[1]))], "pixels": len(region)})
     objects.sort(key=lambda o: -o["pixels"])
     return {"background": background, "objects": objects}

@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from noisekit import NoiseRecipe, seed_noise
+from noisekit.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, sd1_pipe):
+    folder = tmp_path_factory.mktemp("model")
+    sd1_pipe.save_pretrained(folder)
+    return str(folder)
+
+
+def test_help_and_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and "noisekit 0.1.0" in capsys.readouterr().out
+    assert main([]) == 0 and "generate" in capsys.readouterr().out
+
+
+def test_generate_writes_images_and_records(tmp_path, model_dir, sd1_pipe):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\na blue square\n")
+    out = tmp_path / "out"
+    assert main(["generate", "--prompt_file", str(prompts), "--model", model_dir, "--seed", "5", "--num_images", "2",
+                 "--steps", "3", "--output_dir", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    images = results["images"]
+    assert [(r["prompt_index"], r["seed"]) for r in images] == [(0, 5), (0, 6), (1, 5), (1, 6)]
+    for record in images:
+        assert (out / record["file"]).is_file()
+        assert record["nfe"] == 3 * 2 and record["seconds"] > 0 and record["prompt"] in ("a red circle", "a blue square")
+    recipe = NoiseRecipe.from_dict(images[3]["recipe"])
+    assert (recipe.replay() == seed_noise(sd1_pipe, [6])).all()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["generate", "--steps", "3"], "give a PROMPT or --prompt_file"),
+    (["generate", "x", "--prompt_file", "p.txt"], "not both"),
+    (["generate", "--prompt_file", "/nonexistent.txt"], "does not exist"),
+    (["generate", "x", "--num_images", "0"], "--num_images must be >= 1"),
+    (["generate", "x", "--seed", "-3"], "--seed must be >= 0"),
+    (["generate", "x", "--model", "./no/such/folder"], "must be a diffusers pipeline folder"),
+])
+def test_user_mistakes_are_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
