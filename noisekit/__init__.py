@@ -2,12 +2,23 @@
 
 __version__ = "0.1.0"
 
+from .inspect_schedule import ScheduleReport, inspect_schedule
+from .nlg import NLGOutput, apply_nlg, noise_level_guidance
 from .noise import latent_shape, noise_checksum, seed_generators, seed_noise
 from .recipe import NoiseRecipe, list_transforms, register_transform
 from .sampler import Sampler, SampleOutput, Trajectories, sample
+from .schedule import clamped_betas, rescale_zero_terminal_snr, zero_snr
 
 __all__ = [
+    "NLGOutput",
     "NoiseRecipe",
+    "ScheduleReport",
+    "apply_nlg",
+    "clamped_betas",
+    "inspect_schedule",
+    "noise_level_guidance",
+    "rescale_zero_terminal_snr",
+    "zero_snr",
     "SampleOutput",
     "Sampler",
     "Trajectories",

@@ -53,11 +53,36 @@ def add_sampling_flags(parser):
     parser.add_argument("--num_images", type=int, default=4, help="images (seeds) per prompt")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps")
     parser.add_argument("--guidance_scale", type=float, default=5.0)
-    parser.add_argument("--guidance_rescale", type=float, default=0.0)
+    parser.add_argument("--guidance_rescale", type=float, default=None, help="CFG rescale phi (0; 0.7 with --zero_snr)")
     parser.add_argument("--negative_prompt", default=None)
     parser.add_argument("--batch_size", type=int, default=None, help="candidates per denoiser batch")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--zero_snr", nargs="?", const="ztsnr", choices=["ztsnr", "trailing"],
+                        help="fix the schedule: ztsnr (rescaled + trailing + CFG rescale 0.7; v-prediction models) "
+                             "or trailing (spacing only, any model)")
+    nlg = parser.add_argument_group("noise level guidance")
+    nlg.add_argument("--nlg", action="store_true", help="refine each noise with NLG before sampling")
+    nlg.add_argument("--nlg_iterations", type=int, default=20)
+    nlg.add_argument("--nlg_step_size", type=float, default=1.0)
+    nlg.add_argument("--nlg_clip", type=float, default=0.5, help="per-sample L2 clip of the guidance difference")
+    nlg.add_argument("--nlg_relative_clip", type=float, default=None, help="clip at this times sqrt(D) instead")
+    nlg.add_argument("--nlg_noise_variance", type=float, default=1e-3)
+    nlg.add_argument("--nlg_timestep", default="auto", help="'auto' or a training timestep")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def nlg_params(args):
+    if not args.nlg:
+        return None
+    timestep = args.nlg_timestep
+    if timestep != "auto":
+        if not timestep.isdigit():
+            raise UserError(f"--nlg_timestep must be 'auto' or a training timestep, got {timestep!r}.")
+        timestep = int(timestep)
+    if args.nlg_iterations < 0:
+        raise UserError(f"--nlg_iterations must be >= 0, got {args.nlg_iterations}.")
+    return {"num_iterations": args.nlg_iterations, "step_size": args.nlg_step_size, "clip": args.nlg_clip,
+            "relative_clip": args.nlg_relative_clip, "noise_variance": args.nlg_noise_variance, "timestep": timestep}
 
 
 def run_generate(args, prompts=None):
@@ -66,19 +91,28 @@ def run_generate(args, prompts=None):
 
     from .generate import generate, write_results
     from .models import load_pipeline
+    from .schedule import zero_snr
 
     prompts = prompts or read_prompts(args)
     seeds = seeds_of(args)
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}.")
+    nlg = nlg_params(args)
     pipe = load_pipeline(args.model, args.device)
+    guidance_rescale = args.guidance_rescale
+    if args.zero_snr:
+        zero_snr(pipe, mode=args.zero_snr)
+        guidance_rescale = guidance_rescale if guidance_rescale is not None else getattr(
+            pipe, "noisekit_guidance_rescale", 0.0)
+    guidance_rescale = guidance_rescale or 0.0
     torch.set_grad_enabled(False)
     with tqdm(total=len(prompts), desc="prompts", disable=args.quiet) as progress:
-        records = generate(pipe, prompts, seeds, args.steps, args.guidance_scale, args.guidance_rescale,
-                           args.negative_prompt, args.batch_size, progress)
+        records = generate(pipe, prompts, seeds, args.steps, args.guidance_scale, guidance_rescale,
+                           args.negative_prompt, args.batch_size, progress, nlg=nlg)
     settings = {"model": args.model or "shapes-t2i", "steps": args.steps, "guidance_scale": args.guidance_scale,
-                "guidance_rescale": args.guidance_rescale, "negative_prompt": args.negative_prompt,
-                "scheduler": type(pipe.scheduler).__name__, "noisekit": __version__}
+                "guidance_rescale": guidance_rescale, "negative_prompt": args.negative_prompt,
+                "zero_snr": args.zero_snr, "nlg": nlg, "scheduler": type(pipe.scheduler).__name__,
+                "noisekit": __version__}
     path = write_results(records, args.output_dir, settings)
     return records, path
 
@@ -93,6 +127,17 @@ def run_demo(args):
     grid = os.path.join(args.output_dir, "grid.png")
     labelled_grid(rows, DEMO_PROMPTS, labels).save(grid)
     print(f"wrote {grid} and {path}")
+
+
+def quiet_libraries():
+    """diffusers and transformers draw loading bars and warnings on stderr; the CLI keeps stderr for errors."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
 
 
 def build_parser():
@@ -124,6 +169,7 @@ def main(argv=None):
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
+    quiet_libraries()
     try:
         args.run(args)
     except (UserError, ValueError, FileNotFoundError) as error:

@@ -15,7 +15,8 @@ _TRANSFORMS = {}
 
 
 def register_transform(name, replay_fn):
-    """Make transform `name` replayable: `replay_fn(noise, params, **context) -> noise` for one noise."""
+    """Make transform `name` replayable: `replay_fn(noise, params, weights_hash=, seed=, **context) -> noise` for
+    one noise (`seed` is the recipe's; `context` is what `replay` was given, e.g. `pipe=`)."""
     _TRANSFORMS[name] = replay_fn
 
 
@@ -50,7 +51,8 @@ class NoiseRecipe:
         for step in self.transforms:
             if step["name"] not in _TRANSFORMS:
                 raise ValueError(f"transform {step['name']!r} is not registered; registered: {list_transforms()}.")
-            noise = _TRANSFORMS[step["name"]](noise, step["params"], weights_hash=step["weights_hash"], **context)
+            noise = _TRANSFORMS[step["name"]](noise, step["params"], weights_hash=step["weights_hash"], seed=self.seed,
+                                              **context)
         if verify and self.checksum is not None and noise_checksum(noise) != self.checksum:
             raise ValueError(f"replayed noise of seed {self.seed} has checksum {noise_checksum(noise)}, "
                              f"the recipe recorded {self.checksum}: the weights or code of a transform differ.")

@@ -34,3 +34,12 @@ def store_float16(folder):
                 state = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
                 save_file(state, path + ".tmp", metadata={"format": "pt"})
                 os.replace(path + ".tmp", path)
+
+
+def module_hash(module):
+    """`state_dict_hash` of a module, computed once per module object (hashing an SDXL UNet takes seconds)."""
+    cached = getattr(module, "_noisekit_weights_hash", None)
+    if cached is None:
+        cached = state_dict_hash(module)
+        module._noisekit_weights_hash = cached
+    return cached

@@ -48,3 +48,22 @@ def test_user_mistakes_are_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_generate_with_zero_snr_and_nlg_records_the_stage(tmp_path, sd2_pipe):
+    sd2_pipe.save_pretrained(tmp_path / "v-model")
+    out = tmp_path / "out"
+    assert main(["generate", "a red circle", "--model", str(tmp_path / "v-model"), "--num_images", "2", "--steps", "2",
+                 "--zero_snr", "--nlg", "--nlg_iterations", "3", "--output_dir", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["guidance_rescale"] == 0.7 and results["settings"]["nlg"]["num_iterations"] == 3
+    record = results["images"][1]
+    assert record["nfe"] == 2 * 2 + 3 * 2
+    assert record["recipe"]["transforms"][0]["name"] == "nlg"
+    assert record["recipe"]["transforms"][0]["params"]["timestep_used"] == 880
+
+
+def test_zero_snr_refuses_epsilon_models_in_one_line(model_dir, capsys):
+    assert main(["generate", "x", "--model", model_dir, "--zero_snr", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "mode='trailing'" in err and err.count("\n") == 1

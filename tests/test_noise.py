@@ -54,7 +54,7 @@ def test_recipe_json_round_trip_and_replay(sd1_pipe):
 
 
 def test_replay_applies_registered_transforms_and_checks_the_result():
-    def negate(noise, params, weights_hash=None):
+    def negate(noise, params, **_):
         return noise * params["factor"]
 
     register_transform("test-scale", negate)

@@ -119,3 +119,26 @@ def test_inspect_schedule_cli(tmp_path, sd2_pipe, capsys):
     assert report["prediction_type"] == "v_prediction" and len(report["timesteps"]) == 20
     assert main(["inspect-schedule", "--model", "not a model"]) == 2
     assert "must be a diffusers pipeline folder" in capsys.readouterr().err
+
+
+def test_trailing_sets_for_every_n():
+    scheduler = DDIMScheduler(**{**SD_SCHEDULE, "steps_offset": 0}, timestep_spacing="trailing")
+    buggy = []
+    for n in range(1, 1001):
+        steps = trailing_timesteps(n)
+        assert len(steps) == n and steps[0] == 999 and steps.min() >= 0 and (steps[:-1] > steps[1:]).all()
+        scheduler.set_timesteps(n)
+        theirs = scheduler.timesteps.numpy()
+        if len(theirs) != n:
+            buggy.append(n)
+            assert theirs[-1] == -1 and (theirs[:n] == steps).all()
+        else:
+            assert (theirs == steps).all()
+    assert len(buggy) == 62 and buggy[:5] == [61, 103, 121, 122, 201]  # the note's count and first values
+
+
+def test_sd_terminal_snr_before_and_after():
+    before = inspect_schedule(DDIMScheduler(**SD_SCHEDULE))
+    after = inspect_schedule(DDIMScheduler(**SD_SCHEDULE, rescale_betas_zero_snr=True, prediction_type="v_prediction"))
+    assert before.terminal_snr == pytest.approx(0.004682, rel=1e-3) and not before.zero_terminal_snr
+    assert after.terminal_snr == 0 and after.zero_terminal_snr and after.clamp is None
