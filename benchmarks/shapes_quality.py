@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
 
-from noisekit import sample, seed_noise
+from noisekit import sample, seed_noise, zero_snr
 from noisekit.shapes.captions import parse_caption
 from noisekit.shapes.dataset import heldout_scenes
 from noisekit.shapes.judge import INDEX, ShapesJudge, presence_index
@@ -31,6 +31,8 @@ def parse_args(input_args=None):
     parser.add_argument("--seeds_per_prompt", type=int, default=1)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance_scale", type=float, default=5.0)
+    parser.add_argument("--guidance_rescale", type=float, default=0.0)
+    parser.add_argument("--zero_snr", choices=["ztsnr", "trailing"], help="apply noisekit.zero_snr first")
     parser.add_argument("--output", help="write the table as JSON here")
     return parser.parse_args(input_args)
 
@@ -50,7 +52,7 @@ def generate(pipe, prompts, seeds, args):
         chunk = slice(start, start + 64)
         noise = seed_noise(pipe, seeds[chunk])
         images += sample(pipe, prompts[chunk], noise, num_inference_steps=args.steps,
-                         guidance_scale=args.guidance_scale).images
+                         guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale).images
     return images
 
 
@@ -97,6 +99,8 @@ def main(args):
     began = time.time()
     pipe = StableDiffusionPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
+    if args.zero_snr:
+        zero_snr(pipe, mode=args.zero_snr)
     judge = ShapesJudge.from_pretrained(args.judge).eval()
     scenes = heldout_scenes(args.num_prompts)
     prompts = [s.caption for s in scenes for _ in range(args.seeds_per_prompt)]
@@ -118,7 +122,8 @@ def main(args):
                  "distinct positions": len({o["position"] for o in found}),
                  "distinct sizes": len({o["size"] for o in found}),
                  "distinct backgrounds": len({r["background"] for r in reads})}
-    result = {"model": args.model, "prompts": args.num_prompts, "seeds_per_prompt": args.seeds_per_prompt,
+    result = {"model": args.model, "zero_snr": args.zero_snr, "guidance_rescale": args.guidance_rescale,
+              "scheduler": dict(pipe.scheduler.config), "prompts": args.num_prompts, "seeds_per_prompt": args.seeds_per_prompt,
               "steps": args.steps, "guidance_scale": args.guidance_scale, "attributes": table,
               "border_brightness": brightness, "diversity_a_red_circle": diversity,
               "seconds": round(time.time() - began, 1)}

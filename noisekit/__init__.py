@@ -5,12 +5,19 @@ __version__ = "0.1.0"
 from .inspect_schedule import ScheduleReport, inspect_schedule
 from .nlg import NLGOutput, apply_nlg, noise_level_guidance
 from .noise import latent_shape, noise_checksum, seed_generators, seed_noise
+from .npnet import NoisePromptNet
+from .npnet_noise import apply_npnet, golden_noise
 from .recipe import NoiseRecipe, list_transforms, register_transform
+from .rewards import add_reward, list_rewards, load_reward
 from .sampler import Sampler, SampleOutput, Trajectories, sample
 from .schedule import clamped_betas, rescale_zero_terminal_snr, zero_snr
 
 __all__ = [
     "NLGOutput",
+    "NoisePromptNet",
+    "add_reward",
+    "apply_npnet",
+    "golden_noise",
     "NoiseRecipe",
     "ScheduleReport",
     "apply_nlg",
@@ -23,6 +30,8 @@ __all__ = [
     "Sampler",
     "Trajectories",
     "latent_shape",
+    "list_rewards",
+    "load_reward",
     "list_transforms",
     "noise_checksum",
     "register_transform",

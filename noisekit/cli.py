@@ -131,9 +131,12 @@ def run_demo(args):
 
 def quiet_libraries():
     """diffusers and transformers draw loading bars and warnings on stderr; the CLI keeps stderr for errors."""
+    import warnings
+
     import diffusers
     import transformers
 
+    warnings.filterwarnings("ignore", category=FutureWarning)
     diffusers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -39,7 +39,7 @@ def load_pipeline(model=None, device=None, dtype=None):
     device = device or default_device()
     dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
     try:
-        pipe = DiffusionPipeline.from_pretrained(source, torch_dtype=dtype)
+        pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype)
     except OSError as error:
         raise _offline_hint(source, error) from error
     pipe.set_progress_bar_config(disable=True)

@@ -94,8 +94,8 @@ def zero_snr(pipe, mode="ztsnr", guidance_rescale=0.7, force=False, clamp="diffu
     config = dict(scheduler.config)
     overrides = {}
     if "timestep_spacing" in config:
+        # steps_offset is left as is: trailing spacing ignores it, and SD pipelines reset 0 to 1 with a warning.
         overrides["timestep_spacing"] = "trailing"
-        overrides["steps_offset"] = 0
     elif mode == "trailing":
         raise ValueError(f"{type(scheduler).__name__} has no `timestep_spacing`; trailing spacing cannot be set.")
     if mode == "ztsnr":

@@ -156,8 +156,7 @@ def main(args):
         ema.copy_to(unet.parameters())
         pipe.unet = unet.eval()
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, rescale_betas_zero_snr=True,
-                                                   prediction_type="v_prediction", timestep_spacing="trailing",
-                                                   steps_offset=0)
+                                                   prediction_type="v_prediction", timestep_spacing="trailing")
 
         def write(folder):
             pipe.save_pretrained(folder)

@@ -1,0 +1,152 @@
+"""Golden noise in use: NPNet on the pipeline's own prompt embeddings, at any latent size, recorded in recipes.
+
+The prompt embedding is the one the official code feeds, `pipe.encode_prompt(prompt)[0]`: the positive
+sequence embedding (SD 1.x/2.x: the text encoder's last hidden states; SDXL: CLIP-L and OpenCLIP-bigG
+penultimate states concatenated), never the negative or pooled ones. The result goes to `pipe(latents=...)`,
+which scales it by `init_noise_sigma` like any unit-variance noise.
+
+Sizes other than the trained s x s (the official nets only know 128 x 128) use an exact Gaussian resize. Per axis,
+a latent side n and s share the coarse grid g = gcd(n, s); Q_n (g x n) sums blocks of n/g and divides by
+sqrt(n/g), so its rows are orthonormal and Q_n x of iid N(0, 1) noise is again iid N(0, 1) (same for Q_s).
+With Q_n, Q_s applied along both axes:
+
+    C   = Q_n X                                  the noise's coarse component, iid N(0, 1) on g_h x g_w
+    X_s = Q_s^T C + (I - Q_s^T Q_s) E            E: fresh iid N(0, 1) at s x s (only drawn where g < s)
+    G   = NPNet(X_s)                             NPNet sees exactly iid N(0, 1) noise of its trained size
+    X'  = X + Q_n^T (Q_s G - C)                  X's coarse component replaced by G's, its detail kept
+
+X_s is iid N(0, 1) (a Brownian-bridge split of each coarse cell: same construction as "How I Warped Your Noise").
+X' = (I - Q_n^T Q_n) X + Q_n^T Q_s G, and Q_s G depends only on (C, E), which is independent of the detail
+(I - Q_n^T Q_n) X; so whenever G is iid N(0, 1), X' is exactly iid N(0, 1): the resize adds no correlation
+and no variance change of its own, unlike nearest-neighbour resizing (duplicated pixels). An identity net gives
+X' = X exactly. NPNet's edit reaches the latent on the coarse grid: the whole s x s edit when n is a multiple
+of s (a larger image gets the golden layout at low frequency), and its block averages when n divides s.
+"""
+
+from math import gcd
+
+import torch
+
+from .families import check_supported, encode
+from .noise import vae_scale_factor
+from .npnet import check_fit
+from .recipe import register_transform
+from .weights import module_hash
+
+
+def _pool(x, block_height, block_width):
+    """Q: block sums divided by sqrt(block size), `(B, C, H, W) -> (B, C, H / bh, W / bw)` (orthonormal rows)."""
+    batch, channels, height, width = x.shape
+    blocks = x.reshape(batch, channels, height // block_height, block_height, width // block_width, block_width)
+    return blocks.sum((3, 5)) / (block_height * block_width) ** 0.5
+
+
+def _lift(x, block_height, block_width):
+    """Q^T: each cell spread over its block, divided by sqrt(block size)."""
+    spread = x.repeat_interleave(block_height, dim=2).repeat_interleave(block_width, dim=3)
+    return spread / (block_height * block_width) ** 0.5
+
+
+def golden_noise(npnet, noise, prompt_embeds, generator=None):
+    """Golden noise for unit-variance `noise` `(B, 4, h, w)` of any size (the module docstring's exact resize).
+
+    Args:
+        npnet: a `NoisePromptNet` in eval mode.
+        prompt_embeds: `(B or 1, T, D)` sequence embeddings of the target pipeline (`pipe.encode_prompt(p)[0]`).
+        generator: one CPU `torch.Generator` or one per row, for the fresh detail noise E; needed only when h or w
+            is not a multiple of the trained size.
+
+    Returns: float32 `(B, 4, h, w)` on `noise`'s device; `noise` itself is left untouched.
+    """
+    side = npnet.config.sample_size
+    batch, _, height, width = noise.shape
+    if (height, width) == (side, side):
+        return npnet(noise.to(npnet.device), prompt_embeds.to(npnet.device)).to(noise.device)
+    x = noise.detach().float()
+    grid_height, grid_width = gcd(height, side), gcd(width, side)
+    noise_blocks = (height // grid_height, width // grid_width)
+    side_blocks = (side // grid_height, side // grid_width)
+    coarse = _pool(x, *noise_blocks)  # C, (B, 4, g_h, g_w)
+    trained = _lift(coarse, *side_blocks)  # Q_s^T C, (B, 4, s, s)
+    if side_blocks != (1, 1):
+        generators = [generator] * batch if isinstance(generator, torch.Generator) else generator
+        if generators is None or len(generators) != batch:
+            raise ValueError(f"`generator` must be a CPU torch.Generator or one per noise row ({batch}) to resize "
+                             f"{height} x {width} noise for an NPNet trained at {side} x {side}, got {generator!r}.")
+        fresh = torch.cat([torch.randn((1, 4, side, side), generator=g, dtype=torch.float32) for g in generators])
+        fresh = fresh.to(x.device)
+        trained = trained + fresh - _lift(_pool(fresh, *side_blocks), *side_blocks)  # X_s
+    golden = npnet(trained.to(npnet.device), prompt_embeds.to(npnet.device)).to(x.device)  # G
+    return x + _lift(_pool(golden, *side_blocks) - coarse, *noise_blocks)  # X + Q_n^T (Q_s G - C)
+
+
+def prompt_embeddings(pipe, prompts, height=None, width=None):
+    """`(P, T, D)` positive sequence embeddings, one row per prompt, as `pipe.encode_prompt(p)[0]` gives them."""
+    return encode(pipe, prompts, None, False, height, width).cond
+
+
+def npnet_generator_seed(seed):
+    """The seed of the generator that draws the resize's detail noise for a candidate of seed `seed`."""
+    return (seed * 2862933555777941757 + 3037000493) % 2**63
+
+
+def text_encoder_hash(pipe):
+    encoders = [getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2")]
+    return "+".join(module_hash(encoder) for encoder in encoders if encoder is not None)
+
+
+def _golden_rows(pipe, npnet, prompts, noise, seeds, resize):
+    if npnet.training:
+        raise ValueError("`npnet` is in training mode (Swin drop-path is random there): call `npnet.eval()`.")
+    factor = vae_scale_factor(pipe)
+    height, width = noise.shape[-2] * factor, noise.shape[-1] * factor
+    check_fit(npnet, pipe, height, width, resize)
+    distinct = list(dict.fromkeys(prompts))
+    embeds = prompt_embeddings(pipe, distinct, height, width)  # (P, T, D)
+    rows = []
+    with torch.no_grad():
+        for row, prompt, seed in zip(noise, prompts, seeds):  # one row at a time: each replays bit for bit alone
+            generator = torch.Generator().manual_seed(npnet_generator_seed(seed))
+            embed = embeds[distinct.index(prompt)][None]
+            rows.append(golden_noise(npnet, row[None].cpu(), embed, generator))
+    return torch.cat(rows)
+
+
+def apply_npnet(pipe, npnet, prompt, noise, recipes, resize=False):
+    """NPNet as a recipe transform: golden noise for `prompt` (one, or one per row) from `noise` `(N, 4, h, w)`.
+
+    Returns `(golden, recipes)`: float32 CPU noise for `pipe(latents=...)`, and `recipes` (one per row) each with
+    an "npnet" step holding the prompt and the hashes of the NPNet and of the pipeline's text encoders. Latents of
+    another size than the NPNet's are refused unless `resize=True` (the module docstring's Gaussian resize).
+
+    Examples:
+        >>> npnet = NoisePromptNet.from_official_checkpoint("sdxl.pth", pipe=pipe)
+        >>> noise = seed_noise(pipe, [0, 1])
+        >>> golden, recipes = apply_npnet(pipe, npnet, "a red circle", noise, seed_recipes([0, 1], noise.shape[1:]))
+        >>> image = pipe("a red circle", latents=golden[:1].to(pipe.dtype)).images[0]
+    """
+    check_supported(pipe)
+    prompts = [prompt] * len(noise) if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != len(noise):
+        raise ValueError(f"`prompt` must be one prompt or one per noise row ({len(noise)}), got {len(prompts)}.")
+    if len(recipes) != len(noise):
+        raise ValueError(f"`recipes` must hold one recipe per noise row ({len(noise)}), got {len(recipes)}.")
+    golden = _golden_rows(pipe, npnet, prompts, noise, [r.seed for r in recipes], resize)
+    weights, encoders = module_hash(npnet), text_encoder_hash(pipe)
+    new = [r.then("npnet", {"prompt": p, "resize": resize, "text_encoder_hash": encoders}, weights, result=row[None])
+           for r, p, row in zip(recipes, prompts, golden)]
+    return golden, new
+
+
+def _replay_npnet(noise, params, weights_hash=None, seed=None, pipe=None, npnet=None, **_):
+    if pipe is None or npnet is None:
+        raise ValueError("replaying an NPNet step needs the pipeline and the net: recipe.replay(pipe=..., npnet=...).")
+    if weights_hash is not None and module_hash(npnet) != weights_hash:
+        raise ValueError(f"this NPNet (hash {module_hash(npnet)}) is not the one the recipe used ({weights_hash}).")
+    if text_encoder_hash(pipe) != params["text_encoder_hash"]:
+        raise ValueError(f"this pipeline's text encoders (hash {text_encoder_hash(pipe)}) are not the ones the recipe "
+                         f"used ({params['text_encoder_hash']}).")
+    return _golden_rows(pipe, npnet, [params["prompt"]], noise, [seed], params["resize"])
+
+
+register_transform("npnet", _replay_npnet)
