@@ -60,6 +60,10 @@ def add_sampling_flags(parser):
     parser.add_argument("--zero_snr", nargs="?", const="ztsnr", choices=["ztsnr", "trailing"],
                         help="fix the schedule: ztsnr (rescaled + trailing + CFG rescale 0.7; v-prediction models) "
                              "or trailing (spacing only, any model)")
+    golden = parser.add_argument_group("golden noise (NPNet)")
+    golden.add_argument("--npnet", default=None, help="NPNet: an official .pth/.safetensors file or a saved folder")
+    golden.add_argument("--npnet_resize", action="store_true",
+                        help="allow latents of another size than the NPNet's (Gaussian-preserving resize)")
     nlg = parser.add_argument_group("noise level guidance")
     nlg.add_argument("--nlg", action="store_true", help="refine each noise with NLG before sampling")
     nlg.add_argument("--nlg_iterations", type=int, default=20)
@@ -85,6 +89,19 @@ def nlg_params(args):
             "relative_clip": args.nlg_relative_clip, "noise_variance": args.nlg_noise_variance, "timestep": timestep}
 
 
+def load_npnet(path, pipe, resize):
+    from .npnet import NoisePromptNet, check_fit
+
+    if os.path.isdir(path):
+        npnet = NoisePromptNet.from_pretrained(path)
+        check_fit(npnet, pipe, resize=resize)
+    elif os.path.isfile(path):
+        npnet = NoisePromptNet.from_official_checkpoint(path, pipe=pipe, resize=resize)
+    else:
+        raise UserError(f"--npnet {path!r} is neither a checkpoint file nor a saved NPNet folder.")
+    return npnet.eval().to(pipe.device)
+
+
 def run_generate(args, prompts=None):
     import torch
     from tqdm.auto import tqdm
@@ -105,13 +122,15 @@ def run_generate(args, prompts=None):
         guidance_rescale = guidance_rescale if guidance_rescale is not None else getattr(
             pipe, "noisekit_guidance_rescale", 0.0)
     guidance_rescale = guidance_rescale or 0.0
+    npnet = load_npnet(args.npnet, pipe, args.npnet_resize) if args.npnet else None
     torch.set_grad_enabled(False)
     with tqdm(total=len(prompts), desc="prompts", disable=args.quiet) as progress:
         records = generate(pipe, prompts, seeds, args.steps, args.guidance_scale, guidance_rescale,
-                           args.negative_prompt, args.batch_size, progress, nlg=nlg)
+                           args.negative_prompt, args.batch_size, progress, nlg=nlg, npnet=npnet,
+                           npnet_resize=args.npnet_resize)
     settings = {"model": args.model or "shapes-t2i", "steps": args.steps, "guidance_scale": args.guidance_scale,
                 "guidance_rescale": guidance_rescale, "negative_prompt": args.negative_prompt,
-                "zero_snr": args.zero_snr, "nlg": nlg, "scheduler": type(pipe.scheduler).__name__,
+                "zero_snr": args.zero_snr, "nlg": nlg, "npnet": args.npnet, "scheduler": type(pipe.scheduler).__name__,
                 "noisekit": __version__}
     path = write_results(records, args.output_dir, settings)
     return records, path

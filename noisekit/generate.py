@@ -5,6 +5,7 @@ import os
 import time
 
 from .nlg import apply_nlg
+from .npnet_noise import apply_npnet
 from .noise import seed_generators, seed_noise
 from .recipe import seed_recipes
 from .sampler import sample
@@ -15,11 +16,11 @@ def image_name(prompt_index, seed):
 
 
 def generate(pipe, prompts, seeds, num_inference_steps=20, guidance_scale=5.0, guidance_rescale=0.0,
-             negative_prompt=None, micro_batch_size=None, progress=None, nlg=None):
+             negative_prompt=None, micro_batch_size=None, progress=None, nlg=None, npnet=None, npnet_resize=False):
     """For every prompt, one image per seed (the same seeds for every prompt, so methods compare image by image).
 
-    Noise stages run in the order library -> golden noise -> NLG -> search; `nlg` is `None` or a dict of
-    `noise_level_guidance` parameters. Returns one record per image:
+    Noise stages run in the order library -> golden noise -> NLG -> search; `npnet` is `None` or a loaded
+    `NoisePromptNet` (golden noise); `nlg` is `None` or a dict of `noise_level_guidance` parameters. Returns one record per image:
     `{"prompt_index", "prompt", "seed", "image", "recipe", "nfe", "seconds"}` (NFE includes the noise stages).
     """
     records = []
@@ -28,6 +29,8 @@ def generate(pipe, prompts, seeds, num_inference_steps=20, guidance_scale=5.0, g
         noise = seed_noise(pipe, seeds)
         recipes = seed_recipes(seeds, noise.shape[1:], noise)
         stage_nfe = 0
+        if npnet is not None:
+            noise, recipes = apply_npnet(pipe, npnet, prompt, noise, recipes, resize=npnet_resize)
         if nlg is not None:
             refined, recipes = apply_nlg(pipe, prompt, noise, recipes, **nlg)
             noise, stage_nfe = refined.noise, refined.nfe

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from noisekit import NoiseRecipe, seed_noise
 from noisekit.cli import main
@@ -67,3 +68,24 @@ def test_zero_snr_refuses_epsilon_models_in_one_line(model_dir, capsys):
     assert main(["generate", "x", "--model", model_dir, "--zero_snr", "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "mode='trailing'" in err and err.count("\n") == 1
+
+
+def test_generate_with_golden_noise_then_nlg(tmp_path, model_dir, sd1_pipe):
+    from noisekit.npnet import SMALL_SWIN, NoisePromptNet
+
+    torch.manual_seed(0)
+    net = NoisePromptNet(sample_size=8, text_embed_dim=32, max_text_tokens=77, swin_kwargs=SMALL_SWIN)
+    with torch.no_grad():  # alpha = beta = 0 at initialisation would make the net a near identity
+        net.alpha.fill_(1.0)
+        net.beta.fill_(1.0)
+    net.save_pretrained(tmp_path / "npnet")
+    out = tmp_path / "out"
+    assert main(["generate", "a red circle", "--model", model_dir, "--num_images", "2", "--steps", "2",
+                 "--npnet", str(tmp_path / "npnet"), "--nlg", "--nlg_iterations", "1", "--output_dir", str(out),
+                 "--quiet"]) == 0
+    record = json.loads((out / "results.json").read_text())["images"][0]
+    assert [t["name"] for t in record["recipe"]["transforms"]] == ["npnet", "nlg"]  # golden noise, then NLG
+    replayed = NoiseRecipe.from_dict(record["recipe"]).replay(pipe=sd1_pipe, npnet=NoisePromptNet.from_pretrained(
+        tmp_path / "npnet").eval())
+    assert replayed.shape == (1, 4, 8, 8)
+    assert main(["generate", "x", "--model", model_dir, "--npnet", str(tmp_path / "missing")]) == 2
