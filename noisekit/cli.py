@@ -108,6 +108,7 @@ def run_generate(args, prompts=None):
 
     from .generate import generate, write_results
     from .models import load_pipeline
+    from .plan import NoisePlan
     from .schedule import zero_snr
 
     prompts = prompts or read_prompts(args)
@@ -125,9 +126,9 @@ def run_generate(args, prompts=None):
     npnet = load_npnet(args.npnet, pipe, args.npnet_resize) if args.npnet else None
     torch.set_grad_enabled(False)
     with tqdm(total=len(prompts), desc="prompts", disable=args.quiet) as progress:
+        plan = NoisePlan(npnet=npnet, npnet_resize=args.npnet_resize, nlg=nlg)
         records = generate(pipe, prompts, seeds, args.steps, args.guidance_scale, guidance_rescale,
-                           args.negative_prompt, args.batch_size, progress, nlg=nlg, npnet=npnet,
-                           npnet_resize=args.npnet_resize)
+                           args.negative_prompt, args.batch_size, progress, plan)
     settings = {"model": args.model or "shapes-t2i", "steps": args.steps, "guidance_scale": args.guidance_scale,
                 "guidance_rescale": guidance_rescale, "negative_prompt": args.negative_prompt,
                 "zero_snr": args.zero_snr, "nlg": nlg, "npnet": args.npnet, "scheduler": type(pipe.scheduler).__name__,

@@ -4,10 +4,8 @@ import json
 import os
 import time
 
-from .nlg import apply_nlg
-from .npnet_noise import apply_npnet
-from .noise import seed_generators, seed_noise
-from .recipe import seed_recipes
+from .noise import seed_generators
+from .plan import prepare_noise
 from .sampler import sample
 
 
@@ -16,31 +14,25 @@ def image_name(prompt_index, seed):
 
 
 def generate(pipe, prompts, seeds, num_inference_steps=20, guidance_scale=5.0, guidance_rescale=0.0,
-             negative_prompt=None, micro_batch_size=None, progress=None, nlg=None, npnet=None, npnet_resize=False):
+             negative_prompt=None, micro_batch_size=None, progress=None, plan=None):
     """For every prompt, one image per seed (the same seeds for every prompt, so methods compare image by image).
 
-    Noise stages run in the order library -> golden noise -> NLG -> search; `npnet` is `None` or a loaded
-    `NoisePromptNet` (golden noise); `nlg` is `None` or a dict of `noise_level_guidance` parameters. Returns one record per image:
-    `{"prompt_index", "prompt", "seed", "image", "recipe", "nfe", "seconds"}` (NFE includes the noise stages).
+    The noise stages of `plan` (a `NoisePlan`) run in the order library -> golden noise -> NLG. Returns one
+    record per image: `{"prompt_index", "prompt", "seed", "image", "recipe", "nfe", "seconds"}` (NFE includes the
+    noise stages).
     """
     records = []
     for prompt_index, prompt in enumerate(prompts):
         began = time.perf_counter()
-        noise = seed_noise(pipe, seeds)
-        recipes = seed_recipes(seeds, noise.shape[1:], noise)
-        stage_nfe = 0
-        if npnet is not None:
-            noise, recipes = apply_npnet(pipe, npnet, prompt, noise, recipes, resize=npnet_resize)
-        if nlg is not None:
-            refined, recipes = apply_nlg(pipe, prompt, noise, recipes, **nlg)
-            noise, stage_nfe = refined.noise, refined.nfe
+        noise, recipes, stage_nfe = prepare_noise(pipe, prompt, seeds, plan)
         out = sample(pipe, prompt, noise, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                      guidance_rescale=guidance_rescale, negative_prompt=negative_prompt,
                      generator=seed_generators(seeds, noise.shape[1:]), micro_batch_size=micro_batch_size)
         seconds = (time.perf_counter() - began) / len(seeds)
         for seed, image, recipe in zip(seeds, out.images, recipes):
             records.append({"prompt_index": prompt_index, "prompt": prompt, "seed": seed, "image": image,
-                            "recipe": recipe.to_dict(), "nfe": (out.nfe + stage_nfe) // len(seeds), "seconds": round(seconds, 4)})
+                            "recipe": recipe.to_dict(), "nfe": (out.nfe + stage_nfe) // len(seeds),
+                            "seconds": round(seconds, 4)})
         if progress is not None:
             progress.update(1)
     return records

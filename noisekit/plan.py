@@ -1,0 +1,47 @@
+"""A noise plan: which noise stages run, always in the order library -> golden noise -> NLG (-> search).
+
+`prepare_noise` turns seeds into the noise the sampler (or a stock pipeline's `latents=`) receives, with one
+recipe per candidate; `noisekit generate` and the `noisekit.pipelines` classes both go through it, so the two
+give the same noise for the same plan.
+"""
+
+from dataclasses import dataclass, field
+
+from .nlg import apply_nlg
+from .noise import seed_noise
+from .npnet_noise import apply_npnet
+from .recipe import seed_recipes
+
+
+@dataclass
+class NoisePlan:
+    """Args:
+        npnet: a loaded `NoisePromptNet` (golden noise), or `None`.
+        npnet_resize: allow latents of another size than the NPNet's (Gaussian-preserving resize).
+        nlg: `None`, or a dict of `noise_level_guidance` parameters (`{}` for the paper's defaults).
+        library: `None`, or `{"path": ..., "attributes": {...}, "text": ...}` to draw seeds from a noise library.
+        search: `None`, or the options of a seed search over the candidates (strategy, reward, budget).
+    """
+
+    npnet: object = None
+    npnet_resize: bool = False
+    nlg: dict | None = None
+    library: dict | None = None
+    search: dict | None = field(default=None)
+
+
+def prepare_noise(pipe, prompt, seeds, plan=None, height=None, width=None):
+    """Seeds -> `(noise, recipes, nfe)` after the plan's transform stages, for one prompt.
+
+    `nfe` counts the denoiser evaluations the stages spent (NLG: 2 per image per iteration).
+    """
+    plan = plan or NoisePlan()
+    noise = seed_noise(pipe, seeds, height, width)
+    recipes = seed_recipes(seeds, noise.shape[1:], noise)
+    nfe = 0
+    if plan.npnet is not None:
+        noise, recipes = apply_npnet(pipe, plan.npnet, prompt, noise, recipes, resize=plan.npnet_resize)
+    if plan.nlg is not None:
+        refined, recipes = apply_nlg(pipe, prompt, noise, recipes, **plan.nlg)
+        noise, nfe = refined.noise, refined.nfe
+    return noise, recipes, nfe
