@@ -1,0 +1,227 @@
+"""Compute accounting for seed search: pruning schedules, the TTSnap cost formula, and exact integer budgets.
+
+Units. One *step* is one pass of the sampler's loop (`Sampler.num_steps` passes; Heun-type schedulers pass twice
+per timestep) and costs `nfe_per_step` denoiser evaluations per candidate (2 under CFG, else 1). A *reward call*
+is one image scored by one reward model (the VAE decode of a preview belongs to it) and costs `reward_cost`
+NFE-equivalents, an integer (0 counts denoiser passes only, as Ma et al. 2025 do). The realised cost of a search is
+the integer `nfe + reward_cost * reward_calls`, and `plan_*` choose the largest candidate count whose realised
+cost fits the budget, so a search never spends more than it was given.
+
+Step index `s` is the x0 preview made by the `(s + 1)`-th denoiser pass (TTSnap's convention, T = 20 there).
+Reaching it costs `s + 1` steps; TTSnap's public simulator charges `s` (an off-by-one kept as
+`formula="official"` to reproduce its published numbers only).
+
+Symbols (TTSnap, arXiv 2511.22242, and `../shared/reference/ttsnap.md` Sec. 1.4):
+    T = num_steps, s_k = pruning steps (k = 1..K), alpha_k = keep ratios, x = step cost, y = reward-call cost,
+    n_0 = N0 candidates, n_k = max(1, round(n_{k-1} * alpha_k)) survivors of stage k.
+"""
+
+from dataclasses import dataclass
+
+REFERENCE_STEPS = 20  # the step count TTSnap's default schedules were tuned for
+UNITS = ("step", "sigma")
+FORMULAS = ("exact", "expected", "official")
+
+
+@dataclass(frozen=True)
+class PruningSchedule:
+    """Where to prune and how many to keep: stage `k` scores the live candidates at `points[k]` and keeps the top
+    `max(1, round(n * keep[k]))`.
+
+    Args:
+        points (`tuple`): step indices (`unit="step"`, increasing) or noise levels sigma (`unit="sigma"`,
+            decreasing), one per stage. Sigma points fit any scheduler and step count: each becomes the first step
+            whose preview's noise level is at or below it.
+        keep (`tuple[float]`): keep ratio alpha_k in (0, 1] of each stage.
+        unit (`str`): `"step"` or `"sigma"`.
+
+    Examples:
+        >>> PruningSchedule((2, 6, 11), (0.4, 0.4, 0.5))  # TTSnap's single-reward default at 20 steps
+        >>> PruningSchedule((8.0, 2.0), (0.5, 0.5), unit="sigma")
+    """
+
+    points: tuple
+    keep: tuple
+    unit: str = "step"
+
+    def __post_init__(self):
+        object.__setattr__(self, "points", tuple(self.points))
+        object.__setattr__(self, "keep", tuple(float(a) for a in self.keep))
+        if self.unit not in UNITS:
+            raise ValueError(f"`unit` must be one of {UNITS}, got {self.unit!r}.")
+        if not self.points or len(self.points) != len(self.keep):
+            raise ValueError(f"`points` and `keep` must be non-empty and of equal length, got {len(self.points)} "
+                             f"points {list(self.points)} and {len(self.keep)} keep ratios {list(self.keep)}.")
+        if any(not 0.0 < a <= 1.0 for a in self.keep):
+            raise ValueError(f"`keep` ratios must lie in (0, 1], got {list(self.keep)}.")
+        if self.unit == "step":
+            if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.points):
+                raise ValueError(f"step `points` must be non-negative integers, got {list(self.points)}.")
+            if any(b <= a for a, b in zip(self.points, self.points[1:])):
+                raise ValueError(f"step `points` must increase strictly, got {list(self.points)}.")
+        elif any(s <= 0 for s in self.points) or any(b >= a for a, b in zip(self.points, self.points[1:])):
+            raise ValueError(f"sigma `points` must be positive and decrease strictly, got {list(self.points)}.")
+
+    def steps(self, num_steps, sigmas=None):
+        """The pruning steps for a loop of `num_steps` passes (`sigmas`: each pass's noise level, needed for
+        `unit="sigma"`). Every step must come before the last one, which makes the final image."""
+        points = self.points
+        if self.unit == "sigma":
+            if sigmas is None or len(sigmas) != num_steps:
+                raise ValueError(f"sigma pruning points need the noise level of each of the {num_steps} steps.")
+            points = []
+            for sigma in self.points:
+                below = [i for i, level in enumerate(sigmas) if level <= sigma]
+                if not below:
+                    raise ValueError(f"no step of this schedule reaches sigma {sigma} (lowest sigma "
+                                     f"{min(sigmas):.4g}).")
+                points.append(below[0])
+            if any(b <= a for a, b in zip(points, points[1:])):
+                raise ValueError(f"sigma points {list(self.points)} fall on steps {points} of this {num_steps}-step "
+                                 f"schedule; two stages on one step. Use fewer points or more steps.")
+        if points[-1] >= num_steps - 1:
+            raise ValueError(f"pruning steps must be below the last step {num_steps - 1} of a {num_steps}-step "
+                             f"loop (the final image is judged by the clean reward), got {list(points)}.")
+        return tuple(points)
+
+    def to_dict(self):
+        return {"points": list(self.points), "keep": list(self.keep), "unit": self.unit}
+
+
+DEFAULT_SCHEDULE = PruningSchedule((2, 6, 11), (0.4, 0.4, 0.5))  # single reward, T = 20
+DEFAULT_MULTI_SCHEDULE = PruningSchedule((4, 6, 11), (0.4, 0.5, 0.6))  # several rewards by rank sum, T = 20
+
+
+def default_schedule(num_rewards=1, num_steps=REFERENCE_STEPS):
+    """TTSnap's default schedule (single or multi-reward), its steps scaled from 20 to `num_steps` by the
+    fraction of denoiser passes done: `s' = round((s + 1) * num_steps / 20) - 1`."""
+    schedule = DEFAULT_SCHEDULE if num_rewards == 1 else DEFAULT_MULTI_SCHEDULE
+    if num_steps == REFERENCE_STEPS:
+        return schedule
+    steps = tuple(max(0, round((s + 1) * num_steps / REFERENCE_STEPS) - 1) for s in schedule.points)
+    if any(b <= a for a, b in zip(steps, steps[1:])) or steps[-1] >= num_steps - 1:
+        raise ValueError(f"TTSnap's default schedule {list(schedule.points)} (for 20 steps) does not fit "
+                         f"{num_steps} steps (it becomes {list(steps)}); give `schedule` explicitly or use more steps.")
+    return PruningSchedule(steps, schedule.keep)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Integer cost of a search: `nfe_per_step` per candidate per step, `reward_cost` per reward call.
+
+    Args:
+        num_steps (`int`): loop passes to the final image, T.
+        nfe_per_step (`int`): denoiser evaluations per candidate per step (2 with CFG).
+        reward_cost (`int`): NFE-equivalents charged per reward call (image x reward model).
+        num_rewards (`int`): reward models scoring each image at each stage.
+    """
+
+    num_steps: int
+    nfe_per_step: int = 1
+    reward_cost: int = 1
+    num_rewards: int = 1
+
+    def __post_init__(self):
+        for name in ("num_steps", "nfe_per_step", "num_rewards"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if isinstance(self.reward_cost, bool) or not isinstance(self.reward_cost, int) or self.reward_cost < 0:
+            raise ValueError(f"`reward_cost` must be a non-negative integer, got {self.reward_cost!r}.")
+
+    @classmethod
+    def for_sampler(cls, sampler, reward_cost=1, num_rewards=1):
+        return cls(sampler.num_steps, 2 if sampler.guided else 1, reward_cost, num_rewards)
+
+    def total(self, nfe, reward_calls):
+        return nfe + self.reward_cost * reward_calls
+
+    def best_of_n(self, num_candidates):
+        """`(nfe, reward_calls)` of best-of-N: every candidate denoised fully and scored once per reward."""
+        return num_candidates * self.num_steps * self.nfe_per_step, num_candidates * self.num_rewards
+
+    def ttsnap(self, num_candidates, steps, keep):
+        """`(nfe, reward_calls, survivors)` of a TTSnap run with `n_0 = num_candidates` (realised, rounded counts):
+        NFE = n_0 (s_1 + 1) + sum_{k>=1} n_k (s_{k+1} - s_k) with s_{K+1} = T - 1; reward calls = sum_{k=0}^{K} n_k."""
+        counts = survivor_counts(num_candidates, keep)
+        boundaries = [-1, *steps, self.num_steps - 1]
+        passes = sum(n * (b - a) for n, a, b in zip(counts, boundaries, boundaries[1:]))
+        return passes * self.nfe_per_step, sum(counts) * self.num_rewards, counts
+
+
+def survivor_counts(num_candidates, keep):
+    """`[n_0, n_1, ..., n_K]` with n_k = max(1, round(n_{k-1} * alpha_k)) (Python's round, as TTSnap's code)."""
+    counts = [num_candidates]
+    for alpha in keep:
+        counts.append(max(1, round(counts[-1] * alpha)))
+    return counts
+
+
+def ttsnap_candidate_cost(steps, keep, num_steps, step_cost, reward_cost, formula="expected"):
+    """Expected cost of one TTSnap candidate (fractions P_k, no rounding), in the units of `step_cost` (x) and
+    `reward_cost` (y): C = sum_k P_{k-1} ((s_k - s_{k-1}) x + y) + P_K ((T - 1 - s_K) x + y), P_0 = 1.
+
+    `formula="expected"` takes s_0 = -1 (s + 1 passes reach step s); `"official"` takes s_0 = 0 as TTSnap's
+    simulator does, one step per candidate short.
+    """
+    if formula not in ("expected", "official"):
+        raise ValueError(f"`formula` must be 'expected' or 'official', got {formula!r}.")
+    boundaries = [-1 if formula == "expected" else 0, *steps, num_steps - 1]
+    fraction, cost = 1.0, 0.0
+    for k, (a, b) in enumerate(zip(boundaries, boundaries[1:])):
+        cost += fraction * ((b - a) * step_cost + reward_cost)
+        if k < len(keep):
+            fraction *= keep[k]
+    return cost
+
+
+def plan_best_of_n(budget, cost):
+    """The largest N whose best-of-N cost fits `budget` (an int of NFE-equivalents) under `CostModel` `cost`."""
+    per_candidate = cost.total(*cost.best_of_n(1))
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < per_candidate:
+        raise ValueError(f"`budget` must be an integer of at least {per_candidate} (one full candidate: "
+                         f"{cost.num_steps} steps x {cost.nfe_per_step} NFE + {cost.num_rewards} reward call(s) x "
+                         f"{cost.reward_cost}), got {budget!r}.")
+    return budget // per_candidate
+
+
+def plan_ttsnap(budget, cost, steps, keep, formula="exact", step_cost=None, call_cost=None):
+    """N0, the number of candidates TTSnap starts from under `budget`.
+
+    Args:
+        budget: integer NFE-equivalents (`formula="exact"`), or any number in the units of `step_cost` /
+            `call_cost` for the other formulas.
+        cost (`CostModel`): the run's accounting.
+        steps, keep: resolved pruning steps and keep ratios.
+        formula (`str`): `"exact"` (default): the largest n_0 whose realised, rounded cost fits the budget, so
+            the run never overspends. `"expected"`: floor(B / C) with the corrected expected cost C.
+            `"official"`: floor(B / C) with TTSnap's simulator formula (one step short per candidate); use it to
+            reproduce published numbers only, it can overspend.
+        step_cost, call_cost: x and y for the formulas (default: `nfe_per_step` and `reward_cost * num_rewards`).
+
+    Examples:
+        >>> cost = CostModel(num_steps=20)
+        >>> plan_ttsnap(2000, cost, (2, 6, 11), (0.4, 0.4, 0.5), "official", step_cost=9.9, call_cost=1.2)  # 38
+    """
+    if formula not in FORMULAS:
+        raise ValueError(f"`formula` must be one of {FORMULAS}, got {formula!r}.")
+    if formula != "exact":
+        x = cost.nfe_per_step if step_cost is None else step_cost
+        y = cost.reward_cost * cost.num_rewards if call_cost is None else call_cost
+        n0 = int(budget // ttsnap_candidate_cost(steps, keep, cost.num_steps, x, y, formula))
+        if n0 < 1:
+            raise ValueError(f"`budget` {budget!r} is below the expected cost of one TTSnap candidate.")
+        return n0
+    minimum = cost.total(*cost.ttsnap(1, steps, keep)[:2])
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < minimum:
+        raise ValueError(f"`budget` must be an integer of at least {minimum} (one TTSnap candidate run to the end "
+                         f"with its reward calls), got {budget!r}.")
+    # the realised cost never decreases with n_0 (each n_k is monotone in n_0): walk up by doubling, then bisect
+    fits = lambda n: cost.total(*cost.ttsnap(n, steps, keep)[:2]) <= budget  # noqa: E731
+    low, high = 1, 2
+    while fits(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low

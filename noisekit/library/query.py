@@ -1,0 +1,150 @@
+"""Scoring and selecting library entries: text, attribute targets, combinations, exclusion, sampling.
+
+Modes for a query with text (or a `clip` exemplar) *and* attributes:
+
+- `"rerank"` (the paper's progressive re-ranking, Sec. 4.4): the `rerank_k` entries of highest CLIP cosine,
+  re-ordered by the sum of the attribute scores (ties keep the semantic order);
+- `"weighted"`: every entry scored by `w_text * z(cosine) + sum_a w_a * score_a`, where z standardises the cosine
+  over the library, so all terms are in standard deviations.
+
+Selection is the top `top_k` (ties by lower seed), or with `temperature > 0` a seeded draw of `top_k` entries
+without replacement from the best `pool` with probabilities softmax(score / temperature) (Gumbel top-k).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .targets import resolve_bound
+
+MODES = ("rerank", "weighted")
+
+
+@dataclass
+class QueryResult:
+    """Seeds in rank order with their scores, per-term scores and replayable recipes."""
+
+    seeds: list
+    scores: list
+    recipes: list
+    terms: dict = field(default_factory=dict)  # term name -> one score per seed
+    rows: list = field(default_factory=list)
+
+    def to_dict(self):
+        return {"seeds": self.seeds, "scores": self.scores, "terms": self.terms,
+                "recipes": [r.to_dict() for r in self.recipes]}
+
+
+def target_score(library, target, rows=None):
+    """Higher-is-better float32 score of `target` for library rows `rows` (all when `None`)."""
+    if target.kind == "embedding":
+        table = library.features[target.extractor]
+        return (table if rows is None else table[rows]) @ target.value.float()
+    columns = list(target.columns)
+    by_column = library.column_major(target.extractor)  # (D, N): one attribute is a contiguous row
+    values = [by_column[c] if rows is None else by_column[c][rows] for c in columns]
+    std = library.column_std(target.extractor)[columns]
+    if target.kind in ("color", "exemplar"):
+        squared = torch.zeros_like(values[0])
+        scale = std if target.kind == "exemplar" else torch.ones_like(std)
+        for position, x in enumerate(values):
+            squared += ((x - target.value[position]) / scale[position]) ** 2
+        if target.kind == "color":  # Delta E 1976 over the RMS spread of L*a*b*
+            return -squared.sqrt() / std.pow(2).sum().sqrt()
+        return -squared.sqrt() / len(columns) ** 0.5
+    total = torch.zeros_like(values[0])
+    for position, column in enumerate(columns):
+        x, ordered = values[position], library.sorted_column(target.extractor, column)
+        if target.kind == "value":
+            distance = (x - resolve_bound(target.value, ordered)).abs()
+        else:
+            low, high = (resolve_bound(bound, ordered) for bound in target.value)
+            distance = torch.zeros_like(x)
+            if low is not None:
+                distance += (low - x).clamp(min=0)
+            if high is not None:
+                distance += (x - high).clamp(min=0)
+        total -= distance / std[position].clamp(min=1e-12)
+    return total / len(columns)
+
+
+def select_top(scores, k):
+    """Row indices of the `k` highest scores, best first; equal scores go to the lower row (= lower seed)."""
+    k = min(k, int(torch.isfinite(scores).sum()) if torch.isinf(scores).any() else len(scores))
+    if k <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    values, rows = torch.topk(scores, min(k + 1, len(scores)))
+    threshold = values[k - 1]
+    if len(values) > k and values[k] == threshold:  # ties across the cut: take the lowest rows among them
+        above = (scores > threshold).nonzero().flatten()
+        rows = torch.cat([above, (scores == threshold).nonzero().flatten()[:k - len(above)]])
+    rows = rows[:k]
+    order = np.lexsort((rows.numpy(), -scores[rows].double().numpy()))
+    return rows[torch.from_numpy(order)]
+
+
+def sample_rows(scores, k, temperature, sample_seed, pool):
+    """`k` rows drawn without replacement from the best `pool`, P ~ softmax(score / temperature)."""
+    candidates = select_top(scores, max(pool, k))
+    if len(candidates) <= k:
+        return candidates
+    rng = np.random.default_rng(sample_seed)
+    logits = scores[candidates].double().numpy() / temperature
+    keys = logits + rng.gumbel(size=len(logits))
+    return candidates[torch.from_numpy(np.argsort(-keys, kind="stable")[:k].copy())]
+
+
+def standardise(values):
+    finite = values[torch.isfinite(values)]
+    std = finite.std() if len(finite) > 1 else torch.tensor(0.0)
+    return (values - finite.mean()) / (std if std > 0 else 1.0)
+
+
+def run_query(library, semantic, targets, top_k=1, mode="rerank", rerank_k=100, weights=None, exclude=(),
+              temperature=0.0, sample_seed=None, pool=None):
+    """Rank `library` for a semantic vector and attribute targets; returns `(rows, scores, terms)`.
+
+    Args:
+        semantic (`torch.Tensor`, *optional*): a normalised CLIP vector (text or exemplar) `(D,)`.
+        targets (`list[Target]`): attribute targets.
+        weights (`dict`): term weights by name (`"text"` for the semantic term; 1 by default).
+        exclude: seeds never to return.
+    """
+    if semantic is None and not targets:
+        raise ValueError("a query needs `text` (or a clip exemplar) or at least one attribute.")
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
+    for name, value in (("top_k", top_k), ("rerank_k", rerank_k)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    if temperature < 0:
+        raise ValueError(f"`temperature` must be >= 0, got {temperature!r}.")
+    weights = dict(weights or {})
+    unknown = set(weights) - {"text"} - {t.name for t in targets}
+    if unknown:
+        raise ValueError(f"`weights` may name 'text' and the query's attributes, got {sorted(unknown)}.")
+    blocked = library.rows_of(exclude)
+    terms = {}
+    if semantic is not None:
+        terms["text"] = library.features["clip"] @ semantic.float()
+        terms["text"][blocked] = -torch.inf
+    if semantic is not None and targets and mode == "rerank":
+        rows = select_top(terms["text"], rerank_k)
+        terms = {"text": terms["text"][rows]}
+        for target in targets:
+            terms[target.name] = weights.get(target.name, 1.0) * target_score(library, target, rows)
+        total = sum(terms[t.name] for t in targets)
+        order = torch.from_numpy(np.lexsort((-terms["text"].double().numpy(), -total.double().numpy())))
+        keep = sample_rows(total, top_k, temperature, sample_seed, pool or len(rows)) if temperature > 0 \
+            else order[:top_k]
+        return rows[keep], total[keep], {name: values[keep] for name, values in terms.items()}
+    for target in targets:
+        terms[target.name] = weights.get(target.name, 1.0) * target_score(library, target)
+    if "text" in terms:
+        terms["text"] = weights.get("text", 1.0) * (standardise(terms["text"]) if targets else terms["text"])
+    scores = sum(terms.values())
+    scores[blocked] = -torch.inf
+    pool = pool or max(10 * top_k, 100)
+    rows = sample_rows(scores, top_k, temperature, sample_seed, pool) if temperature > 0 else select_top(scores, top_k)
+    return rows, scores[rows], {name: values[rows] for name, values in terms.items()}

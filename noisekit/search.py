@@ -1,0 +1,322 @@
+"""Seed search: best-of-N and TTSnap pruning, as functions over a `Sampler`, rewards and a budget.
+
+Every candidate is a `Candidate` record keyed by its seed: its noise recipe, the scores of each stage it reached,
+its final (clean) scores if it survived, and what it cost. Rewards are callables
+`reward(images, prompts, sigma=None) -> (B,)` (`noisekit.rewards`); several rewards are combined by the sum of
+their per-prompt ranks, never raw sums. Costs are exact integers (see `noisekit.budget`).
+
+TTSnap (arXiv 2511.22242): start N0 candidates, run them together, and at each pruning step score the x0
+previews with a (noise-aware) reward and keep the top fraction; the survivors are denoised fully and judged by
+the clean reward. A pruned candidate is cheap because it never finishes.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .budget import CostModel, PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
+from .families import decode
+from .noise import seed_generators, seed_noise
+from .recipe import seed_recipes
+from .rewards.base import NoiseAwareReward, ignore_sigma
+
+
+@dataclass
+class Candidate:
+    """One seed's record. `stages`: `[{"step", "sigma", "scores": {reward: value}, "kept"}]` in order."""
+
+    seed: int
+    prompt_index: int
+    prompt: str
+    recipe: dict
+    stages: list = field(default_factory=list)
+    final_scores: dict | None = None  # clean rewards of the final image (survivors only)
+    pruned_at: int | None = None  # the step whose preview pruned it
+    nfe: int = 0  # denoiser evaluations spent on this candidate
+    reward_calls: int = 0
+    seconds: float = 0.0
+    best: bool = False
+    image: object = None  # the final image, or the last preview of a pruned candidate (PIL)
+
+    def to_dict(self):
+        return {"prompt_index": self.prompt_index, "prompt": self.prompt, "seed": self.seed, "recipe": self.recipe,
+                "stages": self.stages, "final_scores": self.final_scores, "pruned_at": self.pruned_at,
+                "nfe": self.nfe, "reward_calls": self.reward_calls, "seconds": round(self.seconds, 4),
+                "best": self.best}
+
+
+@dataclass
+class SearchResult:
+    """What one prompt's search did: every candidate, the chosen one, and the realised integer cost."""
+
+    strategy: str
+    prompt_index: int
+    prompt: str
+    candidates: list
+    best: Candidate
+    nfe: int
+    reward_calls: int
+    cost: int  # nfe + reward_cost * reward_calls
+    budget: int | None = None
+    steps: tuple = ()  # resolved pruning steps
+    counts: tuple = ()  # candidates alive at each stage, then survivors
+
+    def summary(self):
+        return {"strategy": self.strategy, "prompt_index": self.prompt_index, "prompt": self.prompt,
+                "best_seed": self.best.seed, "best_scores": self.best.final_scores, "nfe": self.nfe,
+                "reward_calls": self.reward_calls, "cost": self.cost, "budget": self.budget,
+                "pruning_steps": list(self.steps), "counts": list(self.counts)}
+
+
+def step_sigmas(sampler):
+    """Noise level sigma of the sample each loop pass reads (the level its x0 preview is taken at), as floats:
+    the scheduler's `sigmas` where it has them, else sqrt((1 - alpha_bar_t) / alpha_bar_t)."""
+    sigmas = getattr(sampler.scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) >= sampler.num_steps:
+        return [float(s) for s in sigmas[: sampler.num_steps]]
+    alpha_bar = sampler.scheduler.alphas_cumprod[sampler.timesteps.cpu().long()].double()
+    return [float(s) for s in ((1 - alpha_bar) / alpha_bar).sqrt()]
+
+
+def as_reward_dict(rewards):
+    """A reward or `{name: reward}` -> `{name: reward}` (a lone reward is named "reward")."""
+    if isinstance(rewards, dict):
+        if not rewards:
+            raise ValueError("`rewards` must hold at least one reward, got an empty dict.")
+        return dict(rewards)
+    if not callable(rewards):
+        raise TypeError(f"`rewards` must be a reward or a dict of name -> reward, got {type(rewards).__name__}.")
+    return {"reward": rewards}
+
+
+def preview_view(reward):
+    """The reward to score x0 previews with: a noise-aware reward as is, a clean one through `ignore_sigma`."""
+    if getattr(reward, "noise_aware", False):
+        return reward
+    if isinstance(reward, NoiseAwareReward):
+        return ignore_sigma(reward)
+    return lambda images, prompts, sigma=None: reward(images, prompts)
+
+
+def rank_sum(scores):
+    """One float64 score per candidate from `{name: (..., n)}` (last axis: candidates): the raw scores of a lone
+    reward, else the mean over rewards of each candidate's rank in [0, 1] (0 = worst, ties averaged), which
+    orders candidates as TTSnap's sum of ranks does. Leading axes are independent groups (prompts)."""
+    values = [torch.as_tensor(v).double() for v in scores.values()]
+    if len(values) == 1:
+        return values[0]
+    total = 0.0
+    for v in values:
+        n = v.shape[-1]
+        below = (v[..., None, :] < v[..., :, None]).sum(-1).double()
+        equal = (v[..., None, :] == v[..., :, None]).sum(-1).double()
+        total = total + ((below + (equal - 1) / 2) / (n - 1) if n > 1 else torch.full_like(v, 0.5))
+    return total / len(values)
+
+
+def top_positions(values, count):
+    """Positions (along the last axis) of the `count` highest `values`, ties to the earlier position, in position
+    order; `(..., count)` long tensor."""
+    order = torch.sort(torch.as_tensor(values), dim=-1, descending=True, stable=True).indices
+    return order[..., :count].sort(dim=-1).values
+
+
+def _seeds(seeds, count):
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        return list(range(seeds, seeds + count))
+    seeds = list(seeds)
+    if len(seeds) < count:
+        raise ValueError(f"`seeds` must hold at least the {count} candidates to run, got {len(seeds)}.")
+    return seeds[:count]
+
+
+def _score(rewards, images, prompt, sigma=None):
+    prompts = [prompt] * len(images)
+    if sigma is None:
+        return {name: torch.as_tensor(r(images, prompts)).float().cpu().flatten() for name, r in rewards.items()}
+    return {name: torch.as_tensor(r(images, prompts, sigma=sigma)).float().cpu().flatten()
+            for name, r in rewards.items()}
+
+
+class _Flight:
+    """Candidates in flight as micro-batches of `Trajectories`; positions index the live candidates in order."""
+
+    def __init__(self, sampler, prompt_index, seeds, micro_batch_size):
+        size = micro_batch_size or len(seeds)
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"`micro_batch_size` must be a positive integer, got {micro_batch_size!r}.")
+        self.sampler = sampler
+        noise = seed_noise(sampler.pipe, seeds, sampler.height, sampler.width)
+        self.recipes = seed_recipes(seeds, noise.shape[1:], noise)
+        generators = seed_generators(seeds, noise.shape[1:])
+        self.chunks = [sampler.start(noise[i : i + size], prompt_index, generators[i : i + size])
+                       for i in range(0, len(seeds), size)]
+
+    def advance(self, until, preview_step=None):
+        """Run every chunk to loop index `until`; returns the x0 previews at `preview_step`, concatenated."""
+        previews = [chunk.run(until, {preview_step} if preview_step is not None else ()) for chunk in self.chunks]
+        return torch.cat([p[preview_step] for p in previews]) if preview_step is not None else None
+
+    def images(self, latents=None):
+        if latents is not None:
+            return decode(self.sampler.pipe, latents, "pil")
+        return [image for chunk in self.chunks for image in chunk.decode("pil")]
+
+    def keep(self, positions):
+        start, chunks = 0, []
+        for chunk in self.chunks:
+            local = [p - start for p in positions if start <= p < start + len(chunk)]
+            start += len(chunk)
+            if local:
+                chunk.keep(local)
+                chunks.append(chunk)
+        self.chunks = chunks
+
+
+@torch.no_grad()
+def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=None, schedule=None,
+           preview_rewards=None, reward_cost=1, formula="exact", micro_batch_size=None, strategy=None):
+    """TTSnap pruning over seeds for one prompt (best-of-N when `schedule` is `()`).
+
+    Args:
+        sampler (`Sampler`): prompts encoded once, with the sampling settings.
+        prompt_index (`int`): which of `sampler.prompts`.
+        rewards: clean reward or `{name: reward}`; judges the survivors' final images (several: by rank sum).
+        seeds: first seed `S` (candidates use S, S+1, ...) or an explicit list of seeds, used in order.
+        num_candidates (`int`): N0, or give `budget` (integer NFE-equivalents) to choose N0 from it.
+        schedule (`PruningSchedule`, *optional*): defaults to TTSnap's default for the number of rewards,
+            scaled to `sampler.num_steps`; `()` means no pruning (best-of-N).
+        preview_rewards: `{name: reward}` scoring the x0 previews with their sigma (same names as `rewards`);
+            defaults to the clean rewards on previews (`ignore_sigma`), TTSnap's un-tuned baseline.
+        reward_cost (`int`): NFE-equivalents charged per reward call (see `noisekit.budget`).
+        formula (`str`): how a `budget` becomes N0: `"exact"` (never overspends), `"expected"` or `"official"`.
+        micro_batch_size (`int`, *optional*): candidates per denoiser batch.
+
+    Returns:
+        `SearchResult`; its `cost` is the realised integer cost, never above `budget` with `formula="exact"`.
+
+    Examples:
+        >>> sampler = Sampler(pipe, ["a red circle"], num_inference_steps=20, guidance_scale=5.0)
+        >>> result = search(sampler, 0, {"shapes-judge": load_reward("shapes-judge")}, seeds=0, budget=800)
+        >>> result.best.seed, result.best.image.save("best.png"), result.cost
+    """
+    if (num_candidates is None) == (budget is None):
+        raise ValueError(f"give exactly one of `num_candidates` and `budget`, got {num_candidates!r} and {budget!r}.")
+    if num_candidates is not None and (isinstance(num_candidates, bool) or not isinstance(num_candidates, int)
+                                       or num_candidates < 1):
+        raise ValueError(f"`num_candidates` must be a positive integer, got {num_candidates!r}.")
+    rewards = as_reward_dict(rewards)
+    if preview_rewards is None:
+        preview_rewards = {name: preview_view(r) for name, r in rewards.items()}
+    elif set(as_reward_dict(preview_rewards)) != set(rewards):
+        raise ValueError(f"`preview_rewards` must name the same rewards as `rewards` {sorted(rewards)}, got "
+                         f"{sorted(as_reward_dict(preview_rewards))}.")
+    cost = CostModel.for_sampler(sampler, reward_cost, len(rewards))
+    sigmas = step_sigmas(sampler)
+    if schedule is None:
+        schedule = default_schedule(len(rewards), sampler.num_steps)
+    if schedule == ():
+        steps, keep = (), ()
+    elif isinstance(schedule, PruningSchedule):
+        steps, keep = schedule.steps(sampler.num_steps, sigmas), schedule.keep
+    else:
+        raise TypeError(f"`schedule` must be a PruningSchedule or () for best-of-N, got {type(schedule).__name__}.")
+    if budget is not None:
+        num_candidates = (plan_ttsnap(budget, cost, steps, keep, formula) if steps
+                          else plan_best_of_n(budget, cost))
+    seeds = _seeds(seeds, num_candidates)
+    prompt = sampler.prompts[prompt_index]
+    nfe_before = sampler.nfe
+    reward_calls = 0
+
+    flight = _Flight(sampler, prompt_index, seeds, micro_batch_size)
+    candidates = [Candidate(seed, prompt_index, prompt, recipe.to_dict())
+                  for seed, recipe in zip(seeds, flight.recipes)]
+    alive, done, counts = list(range(len(seeds))), 0, [len(seeds)]
+    for step, alpha in zip(steps, keep):
+        # 1. run the live candidates to step s_k and score their x0 previews at sigma_{s_k}
+        began = time.perf_counter()
+        x0 = flight.advance(step + 1, preview_step=step)
+        images = flight.images(x0)
+        scores = _score(preview_rewards, images, prompt, sigma=sigmas[step])
+        reward_calls += len(alive) * len(rewards)
+        # 2. keep the top n_k = max(1, round(n_{k-1} alpha_k)) by the (rank-summed) preview scores
+        kept = top_positions(rank_sum(scores), max(1, round(len(alive) * alpha))).tolist()
+        share = (time.perf_counter() - began) / len(alive)
+        for position, index in enumerate(alive):
+            candidate = candidates[index]
+            candidate.stages.append({"step": step, "sigma": sigmas[step], "kept": position in kept,
+                                     "scores": {name: float(s[position]) for name, s in scores.items()}})
+            candidate.nfe += (step + 1 - done) * cost.nfe_per_step
+            candidate.reward_calls += len(rewards)
+            candidate.seconds += share
+            if position not in kept:
+                candidate.pruned_at, candidate.image = step, images[position]
+        flight.keep(kept)
+        alive, done = [alive[p] for p in kept], step + 1
+        counts.append(len(alive))
+
+    # 3. denoise the survivors fully; the clean rewards choose among them
+    began = time.perf_counter()
+    flight.advance(sampler.num_steps)
+    images = flight.images()
+    scores = _score(rewards, images, prompt)
+    reward_calls += len(alive) * len(rewards)
+    share = (time.perf_counter() - began) / len(alive)
+    for position, index in enumerate(alive):
+        candidate = candidates[index]
+        candidate.final_scores = {name: float(s[position]) for name, s in scores.items()}
+        candidate.image = images[position]
+        candidate.nfe += (sampler.num_steps - done) * cost.nfe_per_step
+        candidate.reward_calls += len(rewards)
+        candidate.seconds += share
+    best = candidates[alive[int(top_positions(rank_sum(scores), 1)[0])]]
+    best.best = True
+    nfe = sampler.nfe - nfe_before
+    return SearchResult(strategy or ("ttsnap" if steps else "best_of_n"), prompt_index, prompt, candidates, best,
+                        nfe, reward_calls, cost.total(nfe, reward_calls), budget, tuple(steps), tuple(counts))
+
+
+def ttsnap(sampler, prompt_index, rewards, **kwargs):
+    """TTSnap pruning (see `search`); `schedule` defaults to the paper's, scaled to the step count."""
+    return search(sampler, prompt_index, rewards, **kwargs)
+
+
+def best_of_n(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=None, previous=None,
+              reward_cost=1, micro_batch_size=None):
+    """Best-of-N over seeds, anytime: candidates of `previous` (an earlier `SearchResult` of the same sampler,
+    prompt and rewards) are reused, so raising N or the budget only runs the new seeds.
+
+    The combined choice (rank sum for several rewards) is recomputed over all N candidates. `cost` counts only
+    what this call spent; `previous.cost + result.cost` is the total, equal to a fresh run's.
+
+    Examples:
+        >>> small = best_of_n(sampler, 0, reward, seeds=0, num_candidates=4)
+        >>> large = best_of_n(sampler, 0, reward, seeds=0, num_candidates=16, previous=small)  # 12 new seeds
+    """
+    rewards = as_reward_dict(rewards)
+    cost = CostModel.for_sampler(sampler, reward_cost, len(rewards))
+    if (num_candidates is None) == (budget is None):
+        raise ValueError(f"give exactly one of `num_candidates` and `budget`, got {num_candidates!r} and {budget!r}.")
+    count = num_candidates if budget is None else plan_best_of_n(budget, cost)
+    seeds = _seeds(seeds, count)
+    old = {c.seed: c for c in previous.candidates} if previous is not None else {}
+    if previous is not None and previous.prompt_index != prompt_index:
+        raise ValueError(f"`previous` searched prompt {previous.prompt_index}, not `prompt_index` {prompt_index}.")
+    new = [s for s in seeds if s not in old]
+    nfe = reward_calls = 0
+    fresh = {}
+    if new:
+        result = search(sampler, prompt_index, rewards, seeds=new, num_candidates=len(new), schedule=(),
+                        reward_cost=reward_cost, micro_batch_size=micro_batch_size)
+        fresh = {c.seed: c for c in result.candidates}
+        nfe, reward_calls = result.nfe, result.reward_calls
+    candidates = [old.get(s) or fresh[s] for s in seeds]
+    for candidate in candidates:
+        candidate.best = False
+    scores = {name: torch.tensor([c.final_scores[name] for c in candidates]) for name in rewards}
+    best = candidates[int(top_positions(rank_sum(scores), 1)[0])]
+    best.best = True
+    return SearchResult("best_of_n", prompt_index, sampler.prompts[prompt_index], candidates, best, nfe,
+                        reward_calls, cost.total(nfe, reward_calls), budget, (), (len(candidates),))

@@ -1,0 +1,254 @@
+"""Distil a clean registry reward into noise-aware rewards of x0 previews (TTSnap's self-distillation).
+
+    python training/train_noise_aware_reward.py --teacher shapes-judge --output_dir runs/naj
+    accelerate launch training/train_noise_aware_reward.py --teacher shapes-judge --output_dir runs/naj
+
+1. Data (once, in `output_dir/data.safetensors`): `--num_seeds` trajectories for each of `--num_prompts` prompts
+   (shapes-world training captions, or `--prompt_file`), sampled with the pipeline; the x0 preview of every step in
+   `--step_targets` is kept, and the teacher's reward of the *final* image is the label.
+2. Curriculum from clean to noisy (TTSnap Sec. 2.4 of the reference notes): for each step s in `--step_targets`
+   (descending), `--steps_per_stage` optimiser steps, AdamW state reset and the learning rate decayed linearly
+   to `--min_lr_scale` within the stage. Two students, both starting from the teacher's weights:
+   - the per-stage student trains on step s only and is saved after its stage (`stages/step-{s}`, TTSnap's
+     `Ct{s}`); its weights carry on to the next, noisier step;
+   - the sigma-conditioned student trains on steps drawn from every stage reached so far, reading sigma.
+   Loss: MSE to the teacher's raw final-image reward.
+3. Validation on held-out prompts: per-prompt Kendall tau between each step's score and the final reward, for the
+   teacher on previews (base), the per-stage and the sigma students; written to TRAINING.json.
+
+Output `output_dir/noise-aware`: load it with `load_reward("noise-aware", path=..., mode="sigma"|"stages")`.
+Resumes from `output_dir/checkpoints` on restart.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+from accelerate import Accelerator
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Timer, batch_indices, publish, resume, save_checkpoint  # noqa: E402
+
+from noisekit.calibrate import kendall_tau  # noqa: E402
+from noisekit.families import decode  # noqa: E402
+from noisekit.noise import seed_noise  # noqa: E402
+from noisekit.rewards import load_reward  # noqa: E402
+from noisekit.rewards.noise_aware import DistilledRewardModel  # noqa: E402
+from noisekit.sampler import Sampler  # noqa: E402
+from noisekit.search import step_sigmas  # noqa: E402
+
+
+def parse_args(input_args=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrained_model_name_or_path", default=None,
+                        help="diffusers pipeline folder or hub id (default: the shapes-t2i asset)")
+    parser.add_argument("--teacher", default="shapes-judge", help="registry name of the clean reward")
+    parser.add_argument("--teacher_kwargs", default="{}", help="JSON options of the teacher's loader, e.g. a path")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--prompt_file", default=None, help="one prompt per line (default: shapes-world captions)")
+    parser.add_argument("--num_prompts", type=int, default=1024, help="training prompts")
+    parser.add_argument("--num_validation_prompts", type=int, default=64)
+    parser.add_argument("--num_seeds", type=int, default=8, help="trajectories per prompt")
+    parser.add_argument("--num_inference_steps", type=int, default=20)
+    parser.add_argument("--guidance_scale", type=float, default=5.0)
+    parser.add_argument("--step_targets", default=None,
+                        help="comma-separated steps, trained in descending order (default: 0.75 T - 1 down to 0)")
+    parser.add_argument("--steps_per_stage", type=int, default=300)
+    parser.add_argument("--train_batch_size", type=int, default=64)
+    parser.add_argument("--generation_batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--adapter_learning_rate", type=float, default=1e-3)
+    parser.add_argument("--min_lr_scale", type=float, default=0.5)
+    parser.add_argument("--weight_decay", type=float, default=0.01)
+    parser.add_argument("--max_grad_norm", type=float, default=5.0)
+    parser.add_argument("--checkpointing_steps", type=int, default=300)
+    parser.add_argument("--data_seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=2000)
+    args = parser.parse_args(input_args)
+    for name in ("num_prompts", "num_validation_prompts", "num_seeds", "num_inference_steps", "steps_per_stage",
+                 "train_batch_size", "generation_batch_size", "checkpointing_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.num_seeds < 2:
+        raise ValueError(f"--num_seeds must be >= 2 (rankings within a prompt are validated), got {args.num_seeds}.")
+    T = args.num_inference_steps
+    targets = ([int(s) for s in args.step_targets.split(",")] if args.step_targets
+               else list(range(max(0, round(0.75 * T) - 1), -1, -1)))
+    if any(not 0 <= s < T - 1 for s in targets) or len(set(targets)) != len(targets):
+        raise ValueError(f"--step_targets must be distinct steps in [0, {T - 2}], got {targets}.")
+    args.step_targets = sorted(targets, reverse=True)
+    args.teacher_kwargs = json.loads(args.teacher_kwargs)
+    return args
+
+
+def read_prompts(args):
+    """`(train, validation)` prompt lists: the file's lines, or shapes-world captions outside the held-out set."""
+    if args.prompt_file:
+        with open(args.prompt_file, encoding="utf-8") as f:
+            prompts = list(dict.fromkeys(line.strip() for line in f if line.strip()))
+    else:
+        from noisekit.shapes.dataset import heldout_captions
+        from noisekit.shapes.scenes import sample_scene
+
+        excluded, prompts, index = heldout_captions(), [], 0
+        needed = args.num_prompts + args.num_validation_prompts
+        while len(prompts) < needed and index < 100 * needed:
+            caption = sample_scene(args.data_seed, index).caption
+            index += 1
+            if caption and caption not in excluded and caption not in prompts:
+                prompts.append(caption)
+    count = args.num_prompts + args.num_validation_prompts
+    if len(prompts) < count:
+        raise ValueError(f"need {count} distinct prompts, found {len(prompts)}.")
+    return prompts[: args.num_prompts], prompts[args.num_prompts : count]
+
+
+@torch.no_grad()
+def make_data(pipe, teacher, prompts, args):
+    """x0 previews `(P * S, K, C, h, w)` float16 at the target steps (trajectory-major, S seeds per prompt), the
+    teacher's final-image reward `(P * S,)` and the sigma of each target step."""
+    previews, labels, per_chunk = [], [], max(1, args.generation_batch_size // args.num_seeds)
+    sampler = None
+    for start in range(0, len(prompts), per_chunk):
+        chunk = prompts[start : start + per_chunk]
+        sampler = Sampler(pipe, chunk, args.num_inference_steps, args.guidance_scale)
+        count = len(chunk) * args.num_seeds
+        first = args.data_seed * 10_000_000 + start * args.num_seeds
+        noise = seed_noise(pipe, range(first, first + count), sampler.height, sampler.width)
+        batch = sampler.start(noise, [p for p in range(len(chunk)) for _ in range(args.num_seeds)])
+        x0 = batch.run(preview_steps=set(args.step_targets))
+        previews.append(torch.stack([x0[s].half().cpu() for s in args.step_targets], 1))
+        images = batch.decode("pil")
+        labels.append(teacher(images, [p for p in chunk for _ in range(args.num_seeds)]).float().cpu())
+    sigmas = step_sigmas(sampler)
+    return torch.cat(previews), torch.cat(labels), [sigmas[s] for s in args.step_targets]
+
+
+def pixels_of(pipe, transform, latents, device):
+    """Decoded previews, quantised to 8 bits as saved images are, then the reward's preprocessing."""
+    with torch.no_grad():
+        images = decode(pipe, latents.to(pipe.device, pipe.vae.dtype), "pt")
+        images = (images.float() * 255).round() / 255
+    return transform(images, device)
+
+
+def main(args):
+    from noisekit.models import load_pipeline
+
+    accelerator = Accelerator()
+    torch.manual_seed(args.seed)
+    pipe = load_pipeline(args.pretrained_model_name_or_path, str(accelerator.device), torch.float32)
+    teacher = load_reward(args.teacher, **args.teacher_kwargs).to(accelerator.device).eval()
+    train_prompts, val_prompts = read_prompts(args)
+    data_path = os.path.join(args.output_dir, "data.safetensors")
+    if accelerator.is_main_process and not os.path.exists(data_path):
+        from safetensors.torch import save_file
+
+        os.makedirs(args.output_dir, exist_ok=True)
+        tensors = {}
+        for split, prompts in (("train", train_prompts), ("val", val_prompts)):
+            x0, labels, sigmas = make_data(pipe, teacher, prompts, args)
+            tensors.update({f"{split}/x0": x0, f"{split}/labels": labels, "sigmas": torch.tensor(sigmas)})
+        save_file(tensors, data_path + ".tmp", metadata={"step_targets": json.dumps(args.step_targets)})
+        os.replace(data_path + ".tmp", data_path)
+    accelerator.wait_for_everyone()
+    from safetensors.torch import load_file
+
+    data = load_file(data_path)
+    sigmas = data["sigmas"].tolist()
+    train_text = [p for p in train_prompts for _ in range(args.num_seeds)]
+
+    students = {c: DistilledRewardModel(args.teacher, args.teacher_kwargs, c) for c in ("none", "sigma")}
+    optimizers = {
+        "none": torch.optim.AdamW(students["none"].parameters(), args.learning_rate, weight_decay=args.weight_decay),
+        "sigma": torch.optim.AdamW(
+            [{"params": students["sigma"].student.parameters()},
+             {"params": students["sigma"].adapter.parameters(), "lr": args.adapter_learning_rate}],
+            args.learning_rate, weight_decay=args.weight_decay)}
+    # within each stage the rate falls linearly from lr to min_lr_scale * lr (no warm-up)
+    decay = lambda step: 1 - (1 - args.min_lr_scale) * (step % args.steps_per_stage) / args.steps_per_stage  # noqa: E731
+    schedules = {c: torch.optim.lr_scheduler.LambdaLR(o, decay) for c, o in optimizers.items()}
+    for c in students:
+        students[c], optimizers[c], schedules[c] = accelerator.prepare(students[c], optimizers[c], schedules[c])
+    step, progress = resume(accelerator, args.output_dir)
+    timer = Timer(progress["seconds"])
+    total = len(args.step_targets) * args.steps_per_stage
+    stages_dir = os.path.join(args.output_dir, "stages")
+    for model in students.values():
+        model.train()
+    while step < total:
+        stage = step // args.steps_per_stage
+        if step % args.steps_per_stage == 0:  # a new stage: the optimiser starts afresh (TTSnap re-creates it)
+            for optimizer in optimizers.values():
+                optimizer.optimizer.state.clear()
+        index = batch_indices(args.data_seed, step, len(train_text), args.train_batch_size, accelerator)
+        labels = data["train/labels"][index].to(accelerator.device)
+        prompts = [train_text[i] for i in index.tolist()]
+        drawn = torch.randint(stage + 1, (len(index),), generator=torch.Generator().manual_seed(args.seed + step))
+        losses = {}
+        for c, columns in (("none", torch.full_like(drawn, stage)), ("sigma", drawn)):
+            pixels = pixels_of(pipe, teacher.transform, data["train/x0"][index, columns].float(), accelerator.device)
+            sigma = torch.tensor([sigmas[k] for k in columns.tolist()], device=accelerator.device)
+            loss = torch.nn.functional.mse_loss(students[c](pixels, prompts, sigma).float(), labels)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(students[c].parameters(), args.max_grad_norm)
+            optimizers[c].step()
+            schedules[c].step()
+            optimizers[c].zero_grad()
+            losses[c] = loss.item()
+        step += 1
+        if step % 50 == 0:
+            accelerator.print(f"step {step}/{total} stage s={args.step_targets[stage]} loss per-stage "
+                              f"{losses['none']:.5f} sigma {losses['sigma']:.5f} {timer.seconds():.0f}s", flush=True)
+        if step % args.steps_per_stage == 0 and accelerator.is_main_process:
+            s = args.step_targets[stage]
+            model = accelerator.unwrap_model(students["none"])
+            model.register_to_config(stage_step=s, stage_sigma=sigmas[stage])
+            model.save_pretrained(os.path.join(stages_dir, f"step-{s}"))
+        if step % args.checkpointing_steps == 0 or step % args.steps_per_stage == 0 or step == total:
+            save_checkpoint(accelerator, args.output_dir, step, {"seconds": timer.seconds(), **losses})
+
+    if accelerator.is_main_process:
+        sigma_model = accelerator.unwrap_model(students["sigma"]).eval()
+        report = validate(pipe, teacher, sigma_model, stages_dir, data, val_prompts, sigmas, args, accelerator.device)
+        accelerator.print(json.dumps(report, indent=1))
+
+        def write(folder):
+            import shutil
+
+            sigma_model.save_pretrained(folder)
+            shutil.copytree(stages_dir, os.path.join(folder, "stages"))
+            stages = [{"step": s, "sigma": sigmas[k], "folder": f"step-{s}"} for k, s in enumerate(args.step_targets)]
+            with open(os.path.join(folder, "stages", "stages.json"), "w") as f:
+                json.dump(stages, f, indent=1)
+
+        record = {"teacher": args.teacher, "teacher_kwargs": args.teacher_kwargs, "steps": step,
+                  "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
+                  "step_targets": args.step_targets, "sigmas": sigmas, "train_seconds": round(timer.seconds(), 1),
+                  "validation": report}
+        publish(write, os.path.join(args.output_dir, "noise-aware"), record)
+
+
+@torch.no_grad()
+def validate(pipe, teacher, sigma_model, stages_dir, data, prompts, sigmas, args, device):
+    """Mean per-prompt Kendall tau of each step's scores against the teacher's final reward."""
+    from noisekit.rewards.noise_aware import load_model
+
+    labels = data["val/labels"].view(len(prompts), args.num_seeds)
+    text = [p for p in prompts for _ in range(args.num_seeds)]
+    report = {}
+    for k, s in enumerate(args.step_targets):
+        pixels = pixels_of(pipe, teacher.transform, data["val/x0"][:, k].float(), device)
+        sigma = torch.full((len(text),), sigmas[k], device=device)
+        stage_model = load_model(os.path.join(stages_dir, f"step-{s}")).to(device)
+        scores = {"base": teacher.score(pixels, text, torch.zeros_like(sigma)),
+                  "stage": stage_model(pixels, text, sigma), "sigma": sigma_model(pixels, text, sigma)}
+        report[f"step-{s}"] = {name: round(kendall_tau(v.float().cpu().view_as(labels), labels), 4)
+                               for name, v in scores.items()}
+    return report
+
+
+if __name__ == "__main__":
+    main(parse_args())
