@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .inspect_schedule import ScheduleReport, inspect_schedule
+from .library import NoiseLibrary, build_library, library_noise
 from .nlg import NLGOutput, apply_nlg, noise_level_guidance
 from .noise import latent_shape, noise_checksum, seed_generators, seed_noise
 from .npnet import NoisePromptNet
@@ -11,12 +12,24 @@ from .recipe import NoiseRecipe, list_transforms, register_transform
 from .rewards import add_reward, list_rewards, load_reward
 from .sampler import Sampler, SampleOutput, Trajectories, sample
 from .schedule import clamped_betas, rescale_zero_terminal_snr, zero_snr
+from .search import Candidate, SearchResult, best_of_n, search, ttsnap
+from .budget import PruningSchedule, plan_best_of_n, plan_ttsnap
 
 __all__ = [
+    "Candidate",
+    "PruningSchedule",
+    "SearchResult",
+    "best_of_n",
+    "plan_best_of_n",
+    "plan_ttsnap",
+    "search",
+    "ttsnap",
     "NLGOutput",
+    "NoiseLibrary",
     "NoisePromptNet",
     "add_reward",
     "apply_npnet",
+    "build_library",
     "golden_noise",
     "NoiseRecipe",
     "ScheduleReport",
@@ -30,6 +43,7 @@ __all__ = [
     "Sampler",
     "Trajectories",
     "latent_shape",
+    "library_noise",
     "list_rewards",
     "load_reward",
     "list_transforms",

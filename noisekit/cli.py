@@ -60,6 +60,10 @@ def add_sampling_flags(parser):
     parser.add_argument("--zero_snr", nargs="?", const="ztsnr", choices=["ztsnr", "trailing"],
                         help="fix the schedule: ztsnr (rescaled + trailing + CFG rescale 0.7; v-prediction models) "
                              "or trailing (spacing only, any model)")
+    library = parser.add_argument_group("noise library (NoiseQuery)")
+    library.add_argument("--library", default=None, help="draw the noises from this library (seeds come from it)")
+    library.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE",
+                         help="attribute target for --library, e.g. brightness=high, color=red (repeatable)")
     golden = parser.add_argument_group("golden noise (NPNet)")
     golden.add_argument("--npnet", default=None, help="NPNet: an official .pth/.safetensors file or a saved folder")
     golden.add_argument("--npnet_resize", action="store_true",
@@ -113,6 +117,8 @@ def run_generate(args, prompts=None):
 
     prompts = prompts or read_prompts(args)
     seeds = seeds_of(args)
+    if args.attribute and not args.library:
+        raise UserError("--attribute needs --library PATH.")
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}.")
     nlg = nlg_params(args)
@@ -126,12 +132,14 @@ def run_generate(args, prompts=None):
     npnet = load_npnet(args.npnet, pipe, args.npnet_resize) if args.npnet else None
     torch.set_grad_enabled(False)
     with tqdm(total=len(prompts), desc="prompts", disable=args.quiet) as progress:
-        plan = NoisePlan(npnet=npnet, npnet_resize=args.npnet_resize, nlg=nlg)
+        library = {"path": args.library, "attributes": args.attribute} if args.library else None
+        plan = NoisePlan(npnet=npnet, npnet_resize=args.npnet_resize, nlg=nlg, library=library)
         records = generate(pipe, prompts, seeds, args.steps, args.guidance_scale, guidance_rescale,
                            args.negative_prompt, args.batch_size, progress, plan)
     settings = {"model": args.model or "shapes-t2i", "steps": args.steps, "guidance_scale": args.guidance_scale,
                 "guidance_rescale": guidance_rescale, "negative_prompt": args.negative_prompt,
-                "zero_snr": args.zero_snr, "nlg": nlg, "npnet": args.npnet, "scheduler": type(pipe.scheduler).__name__,
+                "zero_snr": args.zero_snr, "nlg": nlg, "npnet": args.npnet, "library": args.library,
+                "attributes": args.attribute, "scheduler": type(pipe.scheduler).__name__,
                 "noisekit": __version__}
     path = write_results(records, args.output_dir, settings)
     return records, path
@@ -180,8 +188,12 @@ def build_parser():
     add_sampling_flags(demo)
     demo.set_defaults(run=run_demo)
 
+    from .library_cli import add_library
     from .schedule_cli import add_inspect_schedule
+    from .search_cli import add_search
 
+    add_search(commands)
+    add_library(commands)
     add_inspect_schedule(commands)
     return parser
 

@@ -25,11 +25,12 @@ def generate(pipe, prompts, seeds, num_inference_steps=20, guidance_scale=5.0, g
     for prompt_index, prompt in enumerate(prompts):
         began = time.perf_counter()
         noise, recipes, stage_nfe = prepare_noise(pipe, prompt, seeds, plan)
+        used = [r.seed for r in recipes]
         out = sample(pipe, prompt, noise, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                      guidance_rescale=guidance_rescale, negative_prompt=negative_prompt,
-                     generator=seed_generators(seeds, noise.shape[1:]), micro_batch_size=micro_batch_size)
+                     generator=seed_generators(used, noise.shape[1:]), micro_batch_size=micro_batch_size)
         seconds = (time.perf_counter() - began) / len(seeds)
-        for seed, image, recipe in zip(seeds, out.images, recipes):
+        for seed, image, recipe in zip(used, out.images, recipes):
             records.append({"prompt_index": prompt_index, "prompt": prompt, "seed": seed, "image": image,
                             "recipe": recipe.to_dict(), "nfe": (out.nfe + stage_nfe) // len(seeds),
                             "seconds": round(seconds, 4)})

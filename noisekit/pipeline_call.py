@@ -45,8 +45,9 @@ def call_with_plan(pipe, stock_call, prompt, seeds, noise_plan, height, width, *
     for text in prompts:
         noise, prompt_recipes, stage_nfe = prepare_noise(pipe, text, seeds, plan, height, width)
         latents = noise.to(pipe._execution_device, pipe.unet.dtype)
+        used = [r.seed for r in prompt_recipes]
         out = stock_call(prompt=text, latents=latents, num_images_per_prompt=len(seeds), height=height, width=width,
-                         generator=seed_generators(seeds, noise.shape[1:]), **kwargs)
+                         generator=seed_generators(used, noise.shape[1:]), **kwargs)
         images += list(out.images) if isinstance(out.images, list) else [out.images]
         recipes += [r.to_dict() for r in prompt_recipes]
         nfe += stage_nfe + steps_factor * len(seeds) * len(pipe.scheduler.timesteps)

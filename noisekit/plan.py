@@ -7,6 +7,7 @@ give the same noise for the same plan.
 
 from dataclasses import dataclass, field
 
+from .library import library_noise
 from .nlg import apply_nlg
 from .noise import seed_noise
 from .npnet_noise import apply_npnet
@@ -19,7 +20,9 @@ class NoisePlan:
         npnet: a loaded `NoisePromptNet` (golden noise), or `None`.
         npnet_resize: allow latents of another size than the NPNet's (Gaussian-preserving resize).
         nlg: `None`, or a dict of `noise_level_guidance` parameters (`{}` for the paper's defaults).
-        library: `None`, or `{"path": ..., "attributes": {...}, "text": ...}` to draw seeds from a noise library.
+        library: `None`, or `{"path": ..., "attributes": ["NAME=VALUE", ...], "text": ...}`: the seeds come from
+            a noise library (NoiseQuery) instead of the caller's; `text` defaults to the prompt, and the caller's
+            seeds only say how many noises are needed.
         search: `None`, or the options of a seed search over the candidates (strategy, reward, budget).
     """
 
@@ -31,13 +34,24 @@ class NoisePlan:
 
 
 def prepare_noise(pipe, prompt, seeds, plan=None, height=None, width=None):
-    """Seeds -> `(noise, recipes, nfe)` after the plan's transform stages, for one prompt.
+    """Seeds -> `(noise, recipes, nfe)` after the plan's stages, for one prompt.
 
-    `nfe` counts the denoiser evaluations the stages spent (NLG: 2 per image per iteration).
+    The seeds actually used are the recipes' (a library chooses its own); `nfe` counts the denoiser evaluations
+    the stages spent (NLG: 2 per image per iteration; a library's were spent when it was built).
     """
     plan = plan or NoisePlan()
-    noise = seed_noise(pipe, seeds, height, width)
-    recipes = seed_recipes(seeds, noise.shape[1:], noise)
+    if plan.library is not None:
+        options = dict(plan.library)
+        unknown = set(options) - {"path", "attributes", "text", "exclude", "temperature", "sample_seed", "mode"}
+        if unknown or "path" not in options:
+            raise ValueError(f"`library` takes path (required), attributes, text, exclude, temperature, "
+                             f"sample_seed, mode; got {sorted(options)}.")
+        text = options.pop("text", None) or prompt
+        noise, recipes, _ = library_noise(pipe, options.pop("path"), options.pop("attributes", ()), text=text,
+                                          seeds_needed=len(seeds), height=height, width=width, **options)
+    else:
+        noise = seed_noise(pipe, seeds, height, width)
+        recipes = seed_recipes(seeds, noise.shape[1:], noise)
     nfe = 0
     if plan.npnet is not None:
         noise, recipes = apply_npnet(pipe, plan.npnet, prompt, noise, recipes, resize=plan.npnet_resize)

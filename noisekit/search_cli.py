@@ -136,8 +136,8 @@ def run_search(args):
             pipe, "noisekit_guidance_rescale", 0.0)
     guidance_rescale = guidance_rescale or 0.0
     rewards, preview_rewards = load_rewards(args, pipe.device)
-    torch.set_grad_enabled(False)
-    sampler = Sampler(pipe, prompts, args.steps, args.guidance_scale, guidance_rescale, args.negative_prompt)
+    with torch.no_grad():  # prompts are encoded once here; `search` runs under no_grad itself
+        sampler = Sampler(pipe, prompts, args.steps, args.guidance_scale, guidance_rescale, args.negative_prompt)
     schedule = schedule_of(args, len(rewards), sampler.num_steps) if args.strategy == "ttsnap" else ()
     count = args.num_candidates if args.budget_nfe is None else None
     if count is None and args.budget_nfe is None:

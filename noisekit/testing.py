@@ -64,3 +64,34 @@ def tiny_sdxl_pipeline(seed=0, dtype=torch.float32):
                                      scheduler=scheduler, force_zeros_for_empty_prompt=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+
+
+def sdxl_architecture_pipeline(seed=0):
+    """A full-size SDXL-architecture pipeline with random weights (2.6B-parameter UNet, CLIP-L + bigG text encoders,
+    the SDXL VAE), built from configs: timings of real SDXL shapes with nothing downloaded. Float32 on CPU; move
+    it with `.to(device, dtype)`."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816)
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
+                        sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, hidden_size=768, intermediate_size=3072,
+                                                num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu",
+                                                projection_dim=768, bos_token_id=49406, eos_token_id=49407,
+                                                pad_token_id=49407))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=CLIP_VOCAB_SIZE, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+        num_attention_heads=20, hidden_act="gelu", projection_dim=1280, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407))
+    scheduler = DDIMScheduler(**SD_SCHEDULE, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), unet=unet,
+                                     scheduler=scheduler, force_zeros_for_empty_prompt=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -346,3 +346,27 @@ def test_library_errors_name_the_argument(sd1_pipe, judge):
         plan_ttsnap(50, CostModel(4), (1,), (0.5,), "guess")
     with pytest.raises(ValueError, match="`reward_cost` must be a non-negative integer, got 0.5"):
         CostModel(4, reward_cost=0.5)
+
+
+def test_training_script_smoke_and_resume(tmp_path, model_dir, judge_dirs, capsys):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "training", "train_noise_aware_reward.py")
+    spec = importlib.util.spec_from_file_location("train_noise_aware_reward", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = ["--pretrained_model_name_or_path", model_dir, "--teacher_kwargs", json.dumps({"path": judge_dirs[0]}),
+            "--output_dir", str(tmp_path), "--num_prompts", "3", "--num_validation_prompts", "2", "--num_seeds", "2",
+            "--num_inference_steps", "3", "--steps_per_stage", "2", "--train_batch_size", "2"]
+    script.main(script.parse_args(argv))
+    folder = tmp_path / "noise-aware"
+    record = json.loads((folder / "TRAINING.json").read_text())
+    assert record["step_targets"] == [1, 0] and record["steps"] == 4 and set(record["validation"]) == {"step-1", "step-0"}
+    for mode in ("sigma", "stages"):
+        reward = load_reward("noise-aware", path=str(folder), mode=mode)
+        assert reward(torch.rand(2, 3, 16, 16), PROMPTS[0], sigma=[0.5, 3.0]).shape == (2,)
+    script.main(script.parse_args(argv))  # resumes from the last checkpoint: nothing left to train
+    assert "resumed from" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--step_targets must be distinct steps in \\[0, 1\\]"):
+        script.parse_args([*argv, "--step_targets", "2,1"])

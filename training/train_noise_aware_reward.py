@@ -137,6 +137,7 @@ def pixels_of(pipe, transform, latents, device):
 def main(args):
     from noisekit.models import load_pipeline
 
+    torch.set_grad_enabled(True)  # a caller (the CLI, a test session) may have turned gradients off globally
     accelerator = Accelerator()
     torch.manual_seed(args.seed)
     pipe = load_pipeline(args.pretrained_model_name_or_path, str(accelerator.device), torch.float32)

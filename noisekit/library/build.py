@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from .. import __version__
-from ..noise import GENERATOR, latent_shape, vae_scale_factor, noise_checksum, noise_from_seed
+from ..noise import GENERATOR, latent_shape, noise_checksum, noise_from_seed, vae_scale_factor
 from ..sampler import sample
 from ..weights import module_hash
 from .extractors import DEFAULT_ATTRIBUTES, get_extractor

@@ -58,19 +58,17 @@ class NoiseLibrary:
     def info(self):
         """A JSON-ready summary: size, model, posterior settings, extractors, bytes per entry on disk."""
         folder = shards_dir(self.path)
-        size = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder)) if os.path.isdir(folder) else 0
-        noise_bytes = 4 * int(np.prod(self.latent_shape))
-        return {"path": self.path, "entries": len(self), "seed_range": [int(self.seeds.min()), int(self.seeds.max())]
-                if len(self) else None, "model": self.manifest["model"], "latent_shape": list(self.latent_shape),
+        size = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
+        posterior = dict(self.manifest["posterior"], scheduler=self.manifest["posterior"]["scheduler"]["class"])
+        extractors = {name: {key: d[key] for key in ("version", "dim", "source") if key in d}
+                      for name, d in self.manifest["extractors"].items()}
+        return {"path": self.path, "entries": len(self),
+                "seed_range": [int(self.seeds.min()), int(self.seeds.max())] if len(self) else None,
+                "model": self.manifest["model"], "latent_shape": list(self.latent_shape),
                 "height": self.manifest["height"], "width": self.manifest["width"], "dtype": self.manifest["dtype"],
-                "posterior": {k: v for k, v in self.manifest["posterior"].items() if k != "scheduler"} |
-                {"scheduler": self.manifest["posterior"]["scheduler"]["class"]},
-                "extractors": {k: {"version": v["version"], "dim": v["dim"], **({"source": v["source"]} if "source"
-                                                                                in v else {})}
-                               for k, v in self.manifest["extractors"].items()},
-                "incomplete_extractors": self.missing, "shard_bytes": size,
-                "bytes_per_entry": round(size / len(self), 1) if len(self) else None,
-                "float32_noise_bytes_per_entry": noise_bytes}
+                "posterior": posterior, "extractors": extractors, "incomplete_extractors": self.missing,
+                "shard_bytes": size, "bytes_per_entry": round(size / len(self), 1) if len(self) else None,
+                "float32_noise_bytes_per_entry": 4 * int(np.prod(self.latent_shape))}
 
     def check_pipeline(self, pipe, height=None, width=None):
         """Raise unless `pipe` at `height` x `width` takes this library's latent shape."""

@@ -70,13 +70,13 @@ def target_score(library, target, rows=None):
 
 
 def select_top(scores, k):
-    """Row indices of the `k` highest scores, best first; equal scores go to the lower row (= lower seed)."""
-    k = min(k, int(torch.isfinite(scores).sum()) if torch.isinf(scores).any() else len(scores))
-    if k <= 0:
-        return torch.zeros(0, dtype=torch.long)
+    """Row indices of the `k` highest finite scores, best first; equal scores go to the lower row (= lower seed).
+    One `topk` pass; the full array is scanned again only when equal scores straddle the cut."""
     values, rows = torch.topk(scores, min(k + 1, len(scores)))
-    threshold = values[k - 1]
-    if len(values) > k and values[k] == threshold:  # ties across the cut: take the lowest rows among them
+    finite = torch.isfinite(values)
+    values, rows = values[finite], rows[finite]
+    if len(values) > k and values[k] == values[k - 1]:  # ties across the cut: take the lowest rows among them
+        threshold = values[k - 1]
         above = (scores > threshold).nonzero().flatten()
         rows = torch.cat([above, (scores == threshold).nonzero().flatten()[:k - len(above)]])
     rows = rows[:k]
@@ -96,9 +96,10 @@ def sample_rows(scores, k, temperature, sample_seed, pool):
 
 
 def standardise(values):
-    finite = values[torch.isfinite(values)]
-    std = finite.std() if len(finite) > 1 else torch.tensor(0.0)
-    return (values - finite.mean()) / (std if std > 0 else 1.0)
+    """`(values - mean) / std` over the finite values (excluded rows are -inf)."""
+    finite = values[torch.isfinite(values)] if torch.isinf(values).any() else values
+    std, mean = torch.std_mean(finite) if len(finite) > 1 else (torch.tensor(0.0), finite.mean())
+    return (values - mean) / (std if std > 0 else 1.0)
 
 
 def run_query(library, semantic, targets, top_k=1, mode="rerank", rerank_k=100, weights=None, exclude=(),
@@ -128,7 +129,8 @@ def run_query(library, semantic, targets, top_k=1, mode="rerank", rerank_k=100, 
     terms = {}
     if semantic is not None:
         terms["text"] = library.features["clip"] @ semantic.float()
-        terms["text"][blocked] = -torch.inf
+        if len(blocked):
+            terms["text"][blocked] = -torch.inf
     if semantic is not None and targets and mode == "rerank":
         rows = select_top(terms["text"], rerank_k)
         terms = {"text": terms["text"][rows]}
@@ -143,8 +145,9 @@ def run_query(library, semantic, targets, top_k=1, mode="rerank", rerank_k=100, 
         terms[target.name] = weights.get(target.name, 1.0) * target_score(library, target)
     if "text" in terms:
         terms["text"] = weights.get("text", 1.0) * (standardise(terms["text"]) if targets else terms["text"])
-    scores = sum(terms.values())
-    scores[blocked] = -torch.inf
+    scores = terms[next(iter(terms))] if len(terms) == 1 else sum(terms.values())
+    if len(blocked):
+        scores[blocked] = -torch.inf
     pool = pool or max(10 * top_k, 100)
     rows = sample_rows(scores, top_k, temperature, sample_seed, pool) if temperature > 0 else select_top(scores, top_k)
     return rows, scores[rows], {name: values[rows] for name, values in terms.items()}

@@ -70,6 +70,8 @@ def load_reward(name, device=None, dtype=None, **kwargs):
     return reward
 
 
+from . import noise_aware  # noqa: E402,F401  (registers `noise-aware` and `shapes-judge-noise-aware`)
+
 __all__ = [
     "ImageTransform", "NoiseAwareReward", "Reward", "RewardEnsemble", "add_reward", "combine_scores", "ignore_sigma",
     "list_rewards", "load_aesthetic", "load_clip", "load_hps", "load_imagereward", "load_pickscore", "load_reward",
