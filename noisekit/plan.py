@@ -23,7 +23,8 @@ class NoisePlan:
         library: `None`, or `{"path": ..., "attributes": ["NAME=VALUE", ...], "text": ...}`: the seeds come from
             a noise library (NoiseQuery) instead of the caller's; `text` defaults to the prompt, and the caller's
             seeds only say how many noises are needed.
-        search: `None`, or the options of a seed search over the candidates (strategy, reward, budget).
+        search: `None`, or `{"rewards": {name: reward}, "strategy": "best_of_n" | "ttsnap", "budget": ...}`: the
+            seeds become candidates of `noisekit.search` and the best one per prompt is returned (pipelines only).
     """
 
     npnet: object = None

@@ -142,13 +142,15 @@ def _score(rewards, images, prompt, sigma=None):
 class _Flight:
     """Candidates in flight as micro-batches of `Trajectories`; positions index the live candidates in order."""
 
-    def __init__(self, sampler, prompt_index, seeds, micro_batch_size):
+    def __init__(self, sampler, prompt_index, seeds, micro_batch_size, noise_transform=None):
         size = micro_batch_size or len(seeds)
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"`micro_batch_size` must be a positive integer, got {micro_batch_size!r}.")
         self.sampler = sampler
         noise = seed_noise(sampler.pipe, seeds, sampler.height, sampler.width)
         self.recipes = seed_recipes(seeds, noise.shape[1:], noise)
+        if noise_transform is not None:  # e.g. golden noise; the recipes record it
+            noise, self.recipes = noise_transform(noise, self.recipes)
         generators = seed_generators(seeds, noise.shape[1:])
         self.chunks = [sampler.start(noise[i : i + size], prompt_index, generators[i : i + size])
                        for i in range(0, len(seeds), size)]
@@ -176,7 +178,8 @@ class _Flight:
 
 @torch.no_grad()
 def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=None, schedule=None,
-           preview_rewards=None, reward_cost=1, formula="exact", micro_batch_size=None, strategy=None):
+           preview_rewards=None, reward_cost=1, formula="exact", micro_batch_size=None, strategy=None,
+           noise_transform=None):
     """TTSnap pruning over seeds for one prompt (best-of-N when `schedule` is `()`).
 
     Args:
@@ -192,6 +195,8 @@ def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=
         reward_cost (`int`): NFE-equivalents charged per reward call (see `noisekit.budget`).
         formula (`str`): how a `budget` becomes N0: `"exact"` (never overspends), `"expected"` or `"official"`.
         micro_batch_size (`int`, *optional*): candidates per denoiser batch.
+        noise_transform (*optional*): `(noise, recipes) -> (noise, recipes)` applied to the candidates' canonical
+            noise before sampling, at no NFE cost (golden noise: `functools.partial(apply_npnet, pipe, net, prompt)`).
 
     Returns:
         `SearchResult`; its `cost` is the realised integer cost, never above `budget` with `formula="exact"`.
@@ -230,7 +235,7 @@ def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=
     nfe_before = sampler.nfe
     reward_calls = 0
 
-    flight = _Flight(sampler, prompt_index, seeds, micro_batch_size)
+    flight = _Flight(sampler, prompt_index, seeds, micro_batch_size, noise_transform)
     candidates = [Candidate(seed, prompt_index, prompt, recipe.to_dict())
                   for seed, recipe in zip(seeds, flight.recipes)]
     alive, done, counts = list(range(len(seeds))), 0, [len(seeds)]

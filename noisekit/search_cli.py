@@ -93,7 +93,12 @@ def check_args(args):
     if args.num_images is not None:
         raise UserError("--num_images does not apply to search; use --num_candidates N or --budget_nfe B.")
     if args.nlg:
-        raise UserError("--nlg is not supported by search yet; run `noisekit generate --nlg` instead.")
+        raise UserError("--nlg is not supported by search yet (its NFEs are not in the search budget); run "
+                        "`noisekit generate --nlg` instead.")
+    if args.attribute and not args.library:
+        raise UserError("--attribute needs --library PATH.")
+    if args.library and args.num_candidates is None:
+        raise UserError("--library with search needs --num_candidates N (the library picks the N seeds).")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}.")
     if args.steps < 2:
@@ -118,8 +123,13 @@ def run_search(args):
     import torch
     from tqdm.auto import tqdm
 
+    from functools import partial
+
     from . import __version__
+    from .cli import load_npnet
     from .generate import image_name
+    from .library import library_noise
+    from .npnet_noise import apply_npnet
     from .grid import labelled_grid
     from .models import load_pipeline
     from .sampler import Sampler
@@ -136,6 +146,7 @@ def run_search(args):
             pipe, "noisekit_guidance_rescale", 0.0)
     guidance_rescale = guidance_rescale or 0.0
     rewards, preview_rewards = load_rewards(args, pipe.device)
+    npnet = load_npnet(args.npnet, pipe, args.npnet_resize) if args.npnet else None
     with torch.no_grad():  # prompts are encoded once here; `search` runs under no_grad itself
         sampler = Sampler(pipe, prompts, args.steps, args.guidance_scale, guidance_rescale, args.negative_prompt)
     schedule = schedule_of(args, len(rewards), sampler.num_steps) if args.strategy == "ttsnap" else ()
@@ -147,9 +158,15 @@ def run_search(args):
     with tqdm(total=len(prompts), desc="search", disable=args.quiet) as progress:
         for index in range(len(prompts)):
             began = time.perf_counter()
-            result = search(sampler, index, rewards, seeds=args.seed, num_candidates=count, budget=args.budget_nfe,
+            seeds = args.seed
+            if args.library:  # NoiseQuery chooses the candidates' seeds
+                seeds = library_noise(pipe, args.library, args.attribute, text=prompts[index],
+                                      seeds_needed=count)[2].seeds
+            transform = partial(apply_npnet, pipe, npnet, prompts[index], resize=args.npnet_resize) if npnet else None
+            result = search(sampler, index, rewards, seeds=seeds, num_candidates=count, budget=args.budget_nfe,
                             schedule=schedule, preview_rewards=preview_rewards, reward_cost=args.reward_cost,
-                            formula=args.cost_formula, micro_batch_size=args.batch_size, strategy=args.strategy)
+                            formula=args.cost_formula, micro_batch_size=args.batch_size, strategy=args.strategy,
+                            noise_transform=transform)
             best_file = "best.png" if len(prompts) == 1 else f"best_p{index:03d}.png"
             result.best.image.save(os.path.join(args.output_dir, best_file))
             for candidate in result.candidates:
@@ -169,7 +186,8 @@ def run_search(args):
     labelled_grid(rows, grid_labels, labels).save(os.path.join(args.output_dir, "grid.png"))
     settings = {"model": args.model or "shapes-t2i", "steps": args.steps, "guidance_scale": args.guidance_scale,
                 "guidance_rescale": guidance_rescale, "negative_prompt": args.negative_prompt,
-                "zero_snr": args.zero_snr, "scheduler": type(pipe.scheduler).__name__, "strategy": args.strategy,
+                "zero_snr": args.zero_snr, "npnet": args.npnet, "library": args.library,
+                "attributes": args.attribute, "scheduler": type(pipe.scheduler).__name__, "strategy": args.strategy,
                 "rewards": list(rewards), "preview_rewards": args.preview_reward, "reward_cost": args.reward_cost,
                 "schedule": schedule.to_dict() if schedule else None, "budget_nfe": args.budget_nfe,
                 "num_candidates": args.num_candidates, "cost_formula": args.cost_formula, "seed": args.seed,

@@ -86,3 +86,27 @@ def test_loadable_as_custom_pipeline(tmp_path, request, file_name, stock_name):
     assert type(pipe).__name__.startswith("NoisekitStableDiffusion")
     out = pipe(PROMPT, seeds=[0], noise_plan=NoisePlan(nlg={"num_iterations": 1}), **SETTINGS)
     assert out.recipes[0]["transforms"][0]["name"] == "nlg"
+
+
+def test_search_stage_with_golden_noise_returns_the_best_candidate(sd1_pipe):
+    from noisekit.rewards import add_reward  # noqa: F401
+    from noisekit.sampler import Sampler
+    from noisekit.search import search
+
+    def brightness(images, prompts=None, sigma=None):  # a real, cheap reward: mean brightness
+        return torch.tensor([float(torch.tensor(list(i.convert("L").getdata())).float().mean()) for i in images])
+
+    pipe = NoisekitStableDiffusionPipeline.from_pipe(sd1_pipe, npnet=npnet_for(32))
+    plan = NoisePlan(npnet=True, search={"rewards": {"brightness": brightness}, "strategy": "ttsnap"})
+    out = pipe(PROMPT, seeds=range(6), noise_plan=plan, num_inference_steps=20, guidance_scale=5.0)
+    sampler = Sampler(pipe, [PROMPT], num_inference_steps=20, guidance_scale=5.0)
+    from functools import partial
+
+    from noisekit.npnet_noise import apply_npnet
+
+    expected = search(sampler, 0, {"brightness": brightness}, seeds=list(range(6)), num_candidates=6,
+                      noise_transform=partial(apply_npnet, pipe, pipe.npnet, PROMPT))
+    assert out.recipes[0]["seed"] == expected.best.seed and out.recipes[0]["transforms"][0]["name"] == "npnet"
+    assert out.nfe == expected.nfe < 6 * 20 * 2  # pruning saved denoiser evaluations
+    with pytest.raises(ValueError, match="both NLG and search"):
+        pipe(PROMPT, noise_plan=NoisePlan(nlg={}, search={"rewards": {"b": brightness}}))
