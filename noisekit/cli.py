@@ -146,15 +146,19 @@ def run_generate(args, prompts=None):
 
 
 def run_demo(args):
-    from .grid import labelled_grid
+    """Seed search on the embedded shapes world: best-of-N by the shapes judge for a handful of prompts."""
+    import tempfile
 
-    args.prompt, args.prompt_file, args.model, args.negative_prompt = None, None, None, None
-    records, path = run_generate(args, DEMO_PROMPTS)
-    rows = [[r["image"] for r in records if r["prompt_index"] == i] for i in range(len(DEMO_PROMPTS))]
-    labels = [[f"seed {r['seed']}" for r in records if r["prompt_index"] == i] for i in range(len(DEMO_PROMPTS))]
-    grid = os.path.join(args.output_dir, "grid.png")
-    labelled_grid(rows, DEMO_PROMPTS, labels).save(grid)
-    print(f"wrote {grid} and {path}")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(DEMO_PROMPTS) + "\n")
+    argv = ["search", "--prompt_file", f.name, "--reward", "shapes-judge", "--strategy", "best_of_n",
+            "--num_candidates", str(args.num_candidates), "--steps", str(args.steps), "--output_dir", args.output_dir,
+            "--seed", str(args.seed)] + (["--quiet"] if args.quiet else [])
+    try:
+        search_args = build_parser().parse_args(argv)
+        search_args.run(search_args)
+    finally:
+        os.unlink(f.name)
 
 
 def quiet_libraries():
@@ -183,9 +187,12 @@ def build_parser():
     add_sampling_flags(generate)
     generate.set_defaults(run=lambda a: print(f"wrote {run_generate(a)[1]}"))
 
-    demo = commands.add_parser("demo", help="a labelled grid of the embedded shapes world")
+    demo = commands.add_parser("demo", help="seed search on the embedded shapes world: a labelled grid")
     demo.add_argument("--output_dir", default="outputs/demo")
-    add_sampling_flags(demo)
+    demo.add_argument("--num_candidates", type=int, default=8, help="seeds searched per prompt")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--steps", type=int, default=20)
+    demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(run=run_demo)
 
     from .library_cli import add_library

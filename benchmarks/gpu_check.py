@@ -1,0 +1,121 @@
+"""GPU timings on an SDXL-architecture pipeline with random weights (nothing downloaded), in one run.
+
+    bash benchmarks/gpu_check.sh            # on a CUDA machine; under 10 minutes on one H100
+    python benchmarks/gpu_check.py --tiny   # the same code paths on a tiny SDXL-shaped pipeline, on CPU
+
+Per dtype (float16, bfloat16), at 1024 x 1024 (128 x 128 latents), 20 steps, CFG 5:
+- candidates per second: the stock pipeline called once per seed, noisekit best-of-N, noisekit TTSnap (the
+  paper's default schedule), the reward being a random-weight open_clip ViT-L-14 (real architecture and cost);
+- the sampler's overhead: the denoising loop over the time spent inside the UNet;
+- NPNet's overhead: the official SDXL-size NPNet (30.5M parameters) per image against a 50-step generation's UNet.
+"""
+
+import argparse
+import json
+import platform
+import time
+
+import open_clip
+import torch
+
+from noisekit import Sampler, sample, seed_noise
+from noisekit.npnet import NoisePromptNet
+from noisekit.npnet_noise import golden_noise
+from noisekit.rewards.clip import ClipReward
+from noisekit.search import search
+from noisekit.testing import sdxl_architecture_pipeline, tiny_sdxl_pipeline
+
+PROMPT = "a photograph of a lighthouse on a cliff at dusk"
+
+
+def parse_args(input_args=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="tiny SDXL-shaped pipeline and reward (checks the script)")
+    parser.add_argument("--dtypes", default="float16,bfloat16")
+    parser.add_argument("--num_candidates", type=int, default=8)
+    parser.add_argument("--micro_batch_size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--json", help="write the results here")
+    return parser.parse_args(input_args)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    synchronize(device)
+    began = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - began, result
+
+
+def clip_reward(tiny, device, dtype):
+    name = "ViT-B-32" if tiny else "ViT-L-14"
+    model = open_clip.create_model(name, pretrained=None)
+    return ClipReward(model.eval(), open_clip.get_tokenizer(name), "cosine", 16).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def measure(pipe, reward, npnet, args, device):
+    n, settings = args.num_candidates, dict(num_inference_steps=args.steps, guidance_scale=5.0)
+    noise = seed_noise(pipe, range(n))
+    row = {}
+    pipe(PROMPT, latents=noise[:1].to(device, pipe.unet.dtype), **settings)  # warm-up (kernels, allocator)
+
+    seconds, _ = timed(lambda: [pipe(PROMPT, latents=noise[i:i + 1].to(device, pipe.unet.dtype), **settings)
+                                for i in range(n)], device)
+    row["stock pipe() per seed, candidates/s"] = n / seconds
+    sampler = Sampler(pipe, [PROMPT], **settings)
+    for strategy, schedule in (("best_of_n", ()), ("ttsnap", None)):
+        seconds, result = timed(lambda: search(sampler, 0, {"clip": reward}, seeds=list(range(n)), num_candidates=n,
+                                               schedule=schedule, micro_batch_size=args.micro_batch_size), device)
+        row[f"noisekit {strategy}, candidates/s"] = n / seconds
+        row[f"noisekit {strategy}, NFE"] = result.nfe
+    loop, out = timed(lambda: sample(pipe, PROMPT, noise, micro_batch_size=args.micro_batch_size,
+                                     output_type="latent", **settings), device)
+    row["sampler loop s"], row["UNet s inside the loop"] = loop, out.denoiser_seconds
+    row["sampler overhead over UNet"] = loop / out.denoiser_seconds - 1
+    embeds = pipe.encode_prompt(PROMPT, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)[0]
+    golden_noise(npnet, noise[:1].to(device), embeds.float())  # warm-up
+    npnet_seconds, _ = timed(lambda: [golden_noise(npnet, noise[i:i + 1].to(device), embeds.float()) for i in range(n)],
+                             device)
+    fifty = 50 * out.denoiser_seconds / (args.steps * n)  # one image's 50-step UNet time (CFG included)
+    row["NPNet s per image"] = npnet_seconds / n
+    row["NPNet share of a 50-step generation's UNet time"] = (npnet_seconds / n) / fifty
+    return row
+
+
+def main(args):
+    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+    began = time.time()
+    base = tiny_sdxl_pipeline() if args.tiny else sdxl_architecture_pipeline()
+    if args.tiny:
+        npnet = NoisePromptNet(sample_size=8, text_embed_dim=64, max_text_tokens=77,
+                               swin_kwargs={"img_size": 32, "patch_size": 4, "window_size": 4, "embed_dim": 16,
+                                            "depths": [1, 1], "num_heads": [1, 2], "num_classes": 0})
+    else:
+        npnet = NoisePromptNet()  # the official SDXL configuration
+    npnet = npnet.eval().to(device)
+    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+               "pipeline": "tiny SDXL-shaped" if args.tiny else "SDXL architecture, random weights, 1024x1024",
+               "candidates": args.num_candidates, "steps": args.steps, "dtypes": {}}
+    for name in args.dtypes.split(","):
+        dtype = getattr(torch, name)
+        if device.type == "cpu":
+            dtype = torch.float32  # half precision on CPU measures nothing useful
+        pipe = base.to(device, dtype)
+        results["dtypes"][str(dtype)] = measure(pipe, clip_reward(args.tiny, device, dtype), npnet, args, device)
+        print(json.dumps({str(dtype): results["dtypes"][str(dtype)]}, indent=2), flush=True)
+        if device.type == "cpu":
+            break
+    results["seconds"] = round(time.time() - began, 1)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main(parse_args())
