@@ -79,6 +79,17 @@ def add_sampling_flags(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def apply_schedule_flags(pipe, args):
+    """`--zero_snr` on the loaded pipeline; returns the CFG rescale to use (0.7 after `--zero_snr` unless given)."""
+    from .schedule import zero_snr
+
+    if args.zero_snr:
+        zero_snr(pipe, mode=args.zero_snr)
+        if args.guidance_rescale is None:
+            return getattr(pipe, "noisekit_guidance_rescale", 0.0)
+    return args.guidance_rescale or 0.0
+
+
 def nlg_params(args):
     if not args.nlg:
         return None
@@ -113,7 +124,6 @@ def run_generate(args, prompts=None):
     from .generate import generate, write_results
     from .models import load_pipeline
     from .plan import NoisePlan
-    from .schedule import zero_snr
 
     prompts = prompts or read_prompts(args)
     seeds = seeds_of(args)
@@ -123,12 +133,7 @@ def run_generate(args, prompts=None):
         raise UserError(f"--steps must be >= 1, got {args.steps}.")
     nlg = nlg_params(args)
     pipe = load_pipeline(args.model, args.device)
-    guidance_rescale = args.guidance_rescale
-    if args.zero_snr:
-        zero_snr(pipe, mode=args.zero_snr)
-        guidance_rescale = guidance_rescale if guidance_rescale is not None else getattr(
-            pipe, "noisekit_guidance_rescale", 0.0)
-    guidance_rescale = guidance_rescale or 0.0
+    guidance_rescale = apply_schedule_flags(pipe, args)
     npnet = load_npnet(args.npnet, pipe, args.npnet_resize) if args.npnet else None
     torch.set_grad_enabled(False)
     with tqdm(total=len(prompts), desc="prompts", disable=args.quiet) as progress:

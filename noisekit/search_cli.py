@@ -126,25 +126,19 @@ def run_search(args):
     from functools import partial
 
     from . import __version__
-    from .cli import load_npnet
+    from .cli import apply_schedule_flags, load_npnet
     from .generate import image_name
     from .library import library_noise
     from .npnet_noise import apply_npnet
     from .grid import labelled_grid
     from .models import load_pipeline
     from .sampler import Sampler
-    from .schedule import zero_snr
     from .search import search
 
     check_args(args)
     prompts = read_prompts(args)
     pipe = load_pipeline(args.model, args.device)
-    guidance_rescale = args.guidance_rescale
-    if args.zero_snr:
-        zero_snr(pipe, mode=args.zero_snr)
-        guidance_rescale = guidance_rescale if guidance_rescale is not None else getattr(
-            pipe, "noisekit_guidance_rescale", 0.0)
-    guidance_rescale = guidance_rescale or 0.0
+    guidance_rescale = apply_schedule_flags(pipe, args)
     rewards, preview_rewards = load_rewards(args, pipe.device)
     npnet = load_npnet(args.npnet, pipe, args.npnet_resize) if args.npnet else None
     with torch.no_grad():  # prompts are encoded once here; `search` runs under no_grad itself

@@ -1,0 +1,77 @@
+"""The shipped shapes-world assets load with the stock loaders and do what they claim."""
+
+import json
+
+import numpy as np
+import open_clip
+import torch
+from diffusers import StableDiffusionPipeline
+
+from noisekit import sample, seed_noise
+from noisekit.cli import main
+from noisekit.shapes.assets import ASSET_NAMES, asset_path
+from noisekit.shapes.dataset import render_scenes
+from noisekit.shapes.judge import INDEX, ShapesJudge, judge_reward
+
+
+def test_every_asset_records_its_command_and_data_seed():
+    for name in ASSET_NAMES:
+        record = json.loads((asset_path(name) / "TRAINING.json").read_text())
+        assert record["command"].startswith("python training/") and "data_seed" in record
+
+
+def test_diffusion_models_load_with_diffusers_and_sample():
+    v_model = StableDiffusionPipeline.from_pretrained(asset_path("shapes-t2i"))
+    eps_model = StableDiffusionPipeline.from_pretrained(asset_path("shapes-t2i-eps"))
+    assert v_model.scheduler.config.prediction_type == "v_prediction"
+    assert v_model.scheduler.config.rescale_betas_zero_snr and v_model.scheduler.config.timestep_spacing == "trailing"
+    assert eps_model.scheduler.config.prediction_type == "epsilon"
+    assert eps_model.scheduler.config.beta_schedule == "scaled_linear" and not eps_model.scheduler.config.get(
+        "rescale_betas_zero_snr")
+    assert v_model.vae_scale_factor == 4 and v_model.unet.dtype == torch.float32
+    assert v_model.tokenizer.model_max_length == 32
+    out = sample(v_model, "a large red circle on a black background", seed_noise(v_model, [0, 1]),
+                 num_inference_steps=4, guidance_scale=5.0)
+    assert out.images[0].size == (64, 64)
+
+
+def test_clip_loads_through_open_clip_and_matches_captions():
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{asset_path('shapes-clip')}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{asset_path('shapes-clip')}")
+    images, scenes = render_scenes(77, 32)
+    with torch.no_grad():
+        image_features = model.encode_image(torch.stack([preprocess(_pil(i)) for i in images]))
+        text_features = model.encode_text(tokenizer([s.caption for s in scenes]))
+    logits = torch.nn.functional.normalize(image_features, dim=-1) @ torch.nn.functional.normalize(
+        text_features, dim=-1).T
+    assert (logits.argmax(dim=1) == torch.arange(32)).float().mean() >= 0.5  # 32-way retrieval, chance 3 %
+
+
+def test_judge_reads_rendered_scenes():
+    judge = ShapesJudge.from_pretrained(asset_path("shapes-judge")).eval()
+    images, scenes = render_scenes(99, 400)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        logits = judge(pixels)
+    one = [i for i, s in enumerate(scenes) if len(s.objects) == 1]
+    for head in ("color", "shape", "size", "background"):
+        truth = [INDEX[head].index(getattr(scenes[i].objects[0], head) if head != "background" else
+                                   scenes[i].background) for i in one]
+        accuracy = (logits[head][one].argmax(dim=1) == torch.tensor(truth)).float().mean()
+        assert accuracy >= 0.95, head
+    own = judge_reward(judge, pixels[:50], [s.caption for s in scenes[:50]])
+    other = judge_reward(judge, pixels[:50], [s.caption for s in scenes[50:100]])
+    assert (own > other).float().mean() >= 0.85
+
+
+def test_demo_runs_a_seed_search(tmp_path):
+    assert main(["demo", "--output_dir", str(tmp_path), "--num_candidates", "2", "--steps", "20", "--quiet"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "grid.png").is_file() and len(results["prompts"]) == 6
+    assert all((tmp_path / p["best_file"]).is_file() for p in results["prompts"])
+
+
+def _pil(array):
+    from PIL import Image
+
+    return Image.fromarray(np.asarray(array))
