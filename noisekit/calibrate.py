@@ -232,6 +232,18 @@ def grid_search(calibration, heldout, budget, schedules=None, reward_cost=1, ite
     report the `top_k` on the held-out table next to best-of-N on both. Rewards: the first reward's, or the mean
     of each reward's for several (the choice is by rank sum either way)."""
     schedules = list(schedules) if schedules is not None else list(schedule_grid(calibration.num_steps))
+    cost, pool = calibration.cost_model(reward_cost), min(len(t.seeds) for t in (calibration, heldout))
+
+    def fits(schedule):  # a schedule whose N0 at `budget` exceeds the recorded candidates cannot be replayed
+        try:
+            steps = schedule.steps(calibration.num_steps, calibration.sigmas)
+            return plan_ttsnap(budget, cost, steps, schedule.keep) <= pool
+        except ValueError:
+            return False
+
+    schedules = [s for s in schedules if fits(s)]
+    if not schedules:
+        raise ValueError(f"no schedule fits budget {budget} with {pool} recorded candidates per prompt.")
 
     def score(table, schedule):
         means, _ = evaluate(table, [budget], schedule, reward_cost, iterations, seed)
