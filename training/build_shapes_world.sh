@@ -10,12 +10,16 @@ export PYTHONPATH=.
 [ -d "$RUNS/vae/vae" ] || $PY training/train_shapes_vae.py --output_dir "$RUNS/vae" --max_train_steps 1250
 [ -d "$RUNS/t2i-eps/pipeline" ] || \
   $PY training/train_shapes_t2i.py --vae "$RUNS/vae/vae" --output_dir "$RUNS/t2i-eps" --max_train_steps 4500
-[ -d assets/shapes-t2i-eps ] || cp -r "$RUNS/t2i-eps/pipeline" assets/shapes-t2i-eps
+if [ ! -d assets/shapes-t2i-eps ]; then
+  cp -r "$RUNS/t2i-eps/pipeline" assets/shapes-t2i-eps
+  cp "$RUNS/vae/vae/TRAINING.json" assets/shapes-t2i-eps/vae/TRAINING.json  # how the VAE inside was made
+fi
 [ -d "$RUNS/judge/judge" ] || $PY training/train_shapes_judge.py --vae "$RUNS/vae/vae" --output_dir "$RUNS/judge"
 [ -d assets/shapes-judge ] || cp -r "$RUNS/judge/judge" assets/shapes-judge
 [ -d "$RUNS/t2i-ztsnr/pipeline" ] || \
   $PY training/finetune_vpred_ztsnr.py --pretrained_model_name_or_path assets/shapes-t2i-eps --dataset shapes \
-    --output_dir "$RUNS/t2i-ztsnr" --max_train_steps 1500
+    --output_dir "$RUNS/t2i-ztsnr" --max_train_steps 1000
 [ -d assets/shapes-t2i ] || cp -r "$RUNS/t2i-ztsnr/pipeline" assets/shapes-t2i
-[ -d "$RUNS/clip/clip" ] || $PY training/train_shapes_clip.py --vae "$RUNS/vae/vae" --output_dir "$RUNS/clip"
+[ -d "$RUNS/clip/clip" ] || $PY training/train_shapes_clip.py --vae "$RUNS/vae/vae" --output_dir "$RUNS/clip" \
+  --max_train_steps 600 --num_scenes 10000
 [ -d assets/shapes-clip ] || cp -r "$RUNS/clip/clip" assets/shapes-clip

@@ -82,8 +82,8 @@ def main(args):
         index = batch_indices(args.data_seed, step, len(scenes), args.train_batch_size, accelerator)
         half = len(index) // 2
         x = torch.cat([pixels[index[:half]], reconstructed[index[half:]]]).to(accelerator.device)
-        out = model(x, tokens[index].to(accelerator.device))
-        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        image_features, text_features, logit_scale = model(x, tokens[index].to(accelerator.device))[:3]
+        loss = loss_fn(image_features, text_features, logit_scale)
         accelerator.backward(loss)
         optimizer.step()
         schedule.step()

@@ -1,0 +1,98 @@
+"""Write assets/README.md from the assets' TRAINING.json records and benchmarks/results/*.json.
+
+    python benchmarks/report_shapes.py
+"""
+
+import json
+import os
+import subprocess
+
+ASSETS = "assets"
+RESULTS = "benchmarks/results"
+BARS = {"color": 0.90, "background": 0.85, "size": 0.75, "shape": 0.60}
+DESCRIPTIONS = {
+    "shapes-t2i": "v-prediction, zero-terminal-SNR StableDiffusionPipeline (the default model): shapes-t2i-eps "
+                  "fine-tuned by training/finetune_vpred_ztsnr.py (text encoder frozen, EMA)",
+    "shapes-t2i-eps": "epsilon twin on SD 1.x's schedule (scaled_linear, non-zero terminal SNR); VAE (factor 4), "
+                      "3-layer 64-wide CLIP text encoder with the real CLIP BPE tokenizer, UNet, trained jointly",
+    "shapes-clip": "open_clip model (custom config: ViT 64 px, patch 8; 3-layer text tower) trained with "
+                   "open_clip's ClipLoss; loads with open_clip.create_model_and_transforms('local-dir:...')",
+    "shapes-judge": "attribute classifier (ShapesJudge); reward = mean probability of the prompt's stated attributes",
+}
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def size_mb(folder):
+    total = sum(os.path.getsize(os.path.join(r, n)) for r, _, files in os.walk(folder) for n in files)
+    return total / 2**20
+
+
+def quality_rows(name, label):
+    path = os.path.join(RESULTS, f"quality_{name}.json")
+    if not os.path.exists(path):
+        return []
+    result = load(path)
+    rows = []
+    for attribute in ("color", "background", "size", "shape", "position", "two objects present", "relation"):
+        row = result["attributes"].get(attribute)
+        if row is None:
+            continue
+        bar = BARS.get(attribute)
+        judge = "-" if row["judge"] != row["judge"] else f"{row['judge']:.1%}"
+        agree = "-" if row["agreement"] != row["agreement"] else f"{row['agreement']:.1%}"
+        verdict = "" if bar is None else (" (meets)" if min(row["pixel"], row["judge"] if judge != "-" else 1) >= bar
+                                           else " (below)")
+        rows.append(f"| {label} | {attribute} | {row['n']} | {judge} | {row['pixel']:.1%} | {agree} | "
+                    f"{'' if bar is None else f'>= {bar:.0%}'}{verdict} |")
+    b = result["border_brightness"]
+    rows.append(f"| {label} | border brightness, black / white bg (median) | {b['black']['n']} / {b['white']['n']} "
+                f"| | {b['black']['median']:.3f} / {b['white']['median']:.3f} | | < 0.06 / > 0.94 |")
+    d = result["diversity_a_red_circle"]
+    rows.append(f"| {label} | `a red circle`, 16 seeds: distinct positions / sizes / backgrounds | 16 | | "
+                f"{d['distinct positions']} / {d['distinct sizes']} / {d['distinct backgrounds']} | | |")
+    return rows
+
+
+def main():
+    lines = ["# The shapes world's assets", "",
+             "Trained on CPU (2 cores) by the scripts in `training/`; `bash training/build_shapes_world.sh` rebuilds "
+             "all of them in order. Each folder's `TRAINING.json` records the exact command, the data seed and the "
+             "training time. Weights are stored in float16 (loaded as float32). Regenerate this page with "
+             "`python benchmarks/report_shapes.py`.", "",
+             "| asset | what it is | steps | train time | size |", "|---|---|---|---|---|"]
+    for name in ("shapes-t2i", "shapes-t2i-eps", "shapes-clip", "shapes-judge"):
+        folder = os.path.join(ASSETS, name)
+        if not os.path.isdir(folder):
+            continue
+        record = load(os.path.join(folder, "TRAINING.json"))
+        lines.append(f"| `{name}` | {DESCRIPTIONS[name]} | {record.get('steps')} | "
+                     f"{record.get('train_seconds', 0) / 60:.0f} min | {size_mb(folder):.1f} MB |")
+    vae_record = os.path.join(ASSETS, "shapes-t2i-eps", "vae", "TRAINING.json")
+    vae = load(vae_record) if os.path.exists(vae_record) else None
+    if vae:
+        lines += ["", f"The VAE inside both pipelines: {vae['steps']} steps, {vae['train_seconds'] / 60:.0f} min "
+                      f"(`{vae['command']}`)."]
+    lines += ["", "Commands:", ""] + [f"- `{name}`: `{load(os.path.join(ASSETS, name, 'TRAINING.json'))['command']}`"
+                                      for name in DESCRIPTIONS if os.path.isdir(os.path.join(ASSETS, name))]
+    lines += ["", "## Quality", "",
+              "Held-out prompts (captions removed from every training set), 20 steps, CFG 5, one image per prompt and "
+              "seed; each attribute is read by the learned judge and by the non-learned pixel check "
+              "(`noisekit/shapes/pixelcheck.py`, exact on rendered scenes), and their agreement validates the judge. "
+              "Command: `bash benchmarks/shapes_evidence.sh`.", "",
+              "| model | attribute | n | judge | pixel check | agreement | bar |", "|---|---|---|---|---|---|---|"]
+    for name, label in (("shapes-t2i", "shapes-t2i"), ("shapes-t2i_rescale0.7", "shapes-t2i, CFG rescale 0.7"),
+                        ("shapes-t2i-eps", "shapes-t2i-eps"), ("shapes-t2i-eps_trailing", "shapes-t2i-eps, trailing")):
+        lines += quality_rows(name, label)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines += ["", f"Measured at commit {commit} on this repository's CPU machine (2 cores)."]
+    with open(os.path.join(ASSETS, "README.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
