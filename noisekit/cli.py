@@ -135,8 +135,7 @@ def run_generate(args, prompts=None):
     pipe = load_pipeline(args.model, args.device)
     guidance_rescale = apply_schedule_flags(pipe, args)
     npnet = load_npnet(args.npnet, pipe, args.npnet_resize) if args.npnet else None
-    torch.set_grad_enabled(False)
-    with tqdm(total=len(prompts), desc="prompts", disable=args.quiet) as progress:
+    with torch.no_grad(), tqdm(total=len(prompts), desc="prompts", disable=args.quiet) as progress:
         library = {"path": args.library, "attributes": args.attribute} if args.library else None
         plan = NoisePlan(npnet=npnet, npnet_resize=args.npnet_resize, nlg=nlg, library=library)
         records = generate(pipe, prompts, seeds, args.steps, args.guidance_scale, guidance_rescale,
