@@ -61,7 +61,7 @@ def main():
     lines = ["# The shapes world's assets", "",
              "Trained on CPU (2 cores) by the scripts in `training/`; `bash training/build_shapes_world.sh` rebuilds "
              "all of them in order. Each folder's `TRAINING.json` records the exact command, the data seed and the "
-             "training time. Weights are stored in float16 (loaded as float32). Regenerate this page with "
+             "training time. Diffusion and CLIP weights are stored in float16 (loaded as float32). Regenerate this page with "
              "`python benchmarks/report_shapes.py`.", "",
              "| asset | what it is | steps | train time | size |", "|---|---|---|---|---|"]
     for name in ("shapes-t2i", "shapes-t2i-eps", "shapes-clip", "shapes-judge"):
