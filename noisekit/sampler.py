@@ -19,6 +19,7 @@ import torch
 
 from .families import check_supported, decode, encode
 from .noise import default_size, vae_scale_factor
+from .schedule import trailing_timesteps
 
 
 def rescale_guidance(guided, cond, guidance_rescale):
@@ -113,10 +114,19 @@ class Sampler:
         self.dtype = self.conditioning.cond.dtype
         self.scheduler = copy.deepcopy(pipe.scheduler)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        if not hasattr(self.scheduler, "sigmas") and (self.scheduler.timesteps < 0).any():
-            # Trailing spacing's rounding bug gives n + 1 timesteps ending at -1 for some n (DDIM, DDPM); DDIM
-            # would then read alphas_cumprod[-1] = alpha_bar_T. See `inspect_schedule`.
-            self.scheduler.timesteps = self.scheduler.timesteps[self.scheduler.timesteps >= 0]
+        if (self.scheduler.timesteps < 0).any():
+            # Trailing spacing's rounding bug gives n + 1 timesteps ending at -1 for 62 values of n (DDIM would
+            # then read alphas_cumprod[-1] = alpha_bar_T); see `inspect_schedule`. Schedulers that take explicit
+            # timesteps get the n correct ones; DDIM, which does not, drops the extra one.
+            correct = trailing_timesteps(num_inference_steps, self.scheduler.config.num_train_timesteps)
+            if "timesteps" in inspect.signature(self.scheduler.set_timesteps).parameters:
+                self.scheduler.set_timesteps(timesteps=correct.tolist(), device=self.device)
+            elif not hasattr(self.scheduler, "sigmas"):
+                self.scheduler.timesteps = self.scheduler.timesteps[self.scheduler.timesteps >= 0]
+            else:
+                raise ValueError(f"{type(self.scheduler).__name__} yields a -1 timestep with trailing spacing at "
+                                 f"{num_inference_steps} steps and takes no explicit timesteps; use another step "
+                                 "count (one that divides the training steps).")
         self.timesteps = self.scheduler.timesteps
         accepted = set(inspect.signature(self.scheduler.step).parameters)
         self.step_kwargs = {"eta": eta} if "eta" in accepted else {}

@@ -76,11 +76,15 @@ def test_bad_mode_is_refused(sd2_pipe):
 
 
 @pytest.mark.parametrize("n", [61, 103, 20])
-def test_exactly_n_timesteps_none_negative(sd2_pipe, n):
-    pipe = zero_snr(with_scheduler(sd2_pipe, DDIMScheduler))
+@pytest.mark.parametrize("scheduler_class", [DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler])
+def test_exactly_n_timesteps_none_negative(sd2_pipe, n, scheduler_class):
+    pipe = zero_snr(with_scheduler(sd2_pipe, scheduler_class))
     sampler = Sampler(pipe, ["a red circle"], num_inference_steps=n)
     assert len(sampler.timesteps) == n and sampler.timesteps.min() >= 0
-    assert sampler.timesteps.tolist() == trailing_timesteps(n).tolist()
+    assert [round(float(t)) for t in sampler.timesteps] == trailing_timesteps(n).tolist()
+    if n == 61:  # and it samples to the end
+        out = sample(pipe, "a red circle", seed_noise(pipe, [0]), num_inference_steps=n, output_type="latent")
+        assert torch.isfinite(out.latents).all() and out.nfe == 2 * n
 
 
 def test_inspect_reports_leading_spacing_and_the_trailing_bug():
