@@ -13,7 +13,6 @@ Q="$PY benchmarks/shapes_quality.py --judge assets/shapes-judge"
 $Q --model assets/shapes-t2i-eps --output "$OUT/quality_shapes-t2i-eps.json"
 $Q --model assets/shapes-t2i-eps --zero_snr trailing --output "$OUT/quality_shapes-t2i-eps_trailing.json"
 $Q --model assets/shapes-t2i --output "$OUT/quality_shapes-t2i.json"
-$Q --model assets/shapes-t2i --guidance_rescale 0.7 --output "$OUT/quality_shapes-t2i_rescale0.7.json"
 # NLG against the baseline and best-of-2 at equal NFE.
 $PY benchmarks/nlg_evidence.py --model assets/shapes-t2i-eps --judge assets/shapes-judge --output "$OUT/nlg_shapes-t2i-eps.json"
 $PY benchmarks/nlg_evidence.py --model assets/shapes-t2i --judge assets/shapes-judge --num_prompts 60 --output "$OUT/nlg_shapes-t2i.json"

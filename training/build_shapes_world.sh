@@ -18,7 +18,7 @@ fi
 [ -d assets/shapes-judge ] || cp -r "$RUNS/judge/judge" assets/shapes-judge
 [ -d "$RUNS/t2i-ztsnr/pipeline" ] || \
   $PY training/finetune_vpred_ztsnr.py --pretrained_model_name_or_path assets/shapes-t2i-eps --dataset shapes \
-    --output_dir "$RUNS/t2i-ztsnr" --max_train_steps 1000
+    --output_dir "$RUNS/t2i-ztsnr" --max_train_steps 2000
 [ -d assets/shapes-t2i ] || cp -r "$RUNS/t2i-ztsnr/pipeline" assets/shapes-t2i
 [ -d "$RUNS/clip/clip" ] || $PY training/train_shapes_clip.py --vae "$RUNS/vae/vae" --output_dir "$RUNS/clip" \
   --max_train_steps 600 --num_scenes 10000
