@@ -19,6 +19,7 @@ from noisekit import apply_nlg, sample, seed_noise
 from noisekit.recipe import seed_recipes
 from noisekit.shapes.dataset import heldout_scenes
 from noisekit.shapes.judge import ShapesJudge, judge_reward
+from shapes_quality import to_pixels  # noqa: E402  (the sibling script; run from benchmarks/ or the root)
 
 
 def parse_args(input_args=None):
@@ -34,15 +35,11 @@ def parse_args(input_args=None):
     return parser.parse_args(input_args)
 
 
-def pixels(images):
-    return torch.stack([torch.from_numpy(np.asarray(i)).permute(2, 0, 1).float() / 127.5 - 1 for i in images])
-
-
 @torch.no_grad()
 def rewards_for(pipe, judge, prompt, noise, args):
     images = sample(pipe, prompt, noise, num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
                     guidance_rescale=args.guidance_rescale).images
-    return judge_reward(judge, pixels(images), [prompt] * len(images))
+    return judge_reward(judge, to_pixels(images), [prompt] * len(images))
 
 
 @torch.no_grad()
