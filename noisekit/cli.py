@@ -4,6 +4,7 @@ A user mistake is one line on stderr and exit status 2, never a traceback.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -144,7 +145,7 @@ def run_generate(args, prompts=None):
                 "guidance_rescale": guidance_rescale, "negative_prompt": args.negative_prompt,
                 "zero_snr": args.zero_snr, "nlg": nlg, "npnet": args.npnet, "library": args.library,
                 "attributes": args.attribute, "scheduler": type(pipe.scheduler).__name__,
-                "noisekit": __version__}
+                "batch_size": args.batch_size, "noisekit": __version__}
     path = write_results(records, args.output_dir, settings)
     return records, path
 
@@ -163,6 +164,27 @@ def run_demo(args):
         search_args.run(search_args)
     finally:
         os.unlink(f.name)
+
+
+def run_replay(args):
+    """Regenerate a results.json's images from their recipes; exit status 1 when any pixel differs."""
+    from tqdm.auto import tqdm
+
+    from .replay import replay_results
+
+    npnet = None
+    if args.npnet:
+        from .models import load_pipeline
+
+        npnet = load_npnet(args.npnet, load_pipeline(args.model, args.device), args.npnet_resize)
+    with tqdm(desc="prompts", disable=args.quiet) as progress:
+        report = replay_results(args.results, args.output_dir, npnet=npnet, device=args.device, progress=progress)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"replayed {report['images']} images into {report['output_dir']}: {report['identical']} identical, "
+              f"largest pixel difference {report['max_pixel_difference']}")
+    return 0 if report["identical"] == report["images"] else 1
 
 
 def quiet_libraries():
@@ -199,6 +221,17 @@ def build_parser():
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(run=run_demo)
 
+    replay = commands.add_parser("replay", help="regenerate the images of a results.json from their recipes")
+    replay.add_argument("results", help="results.json written by noisekit generate or search")
+    replay.add_argument("--output_dir", default=None, help="where the replayed images go (default: replay/ beside it)")
+    replay.add_argument("--npnet", default=None, help="the NPNet of golden-noise recipes (default: the recorded path)")
+    replay.add_argument("--npnet_resize", action="store_true")
+    replay.add_argument("--model", default=None, help="only with --npnet: the pipeline it is checked against")
+    replay.add_argument("--device", default=None)
+    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay.add_argument("--quiet", action="store_true")
+    replay.set_defaults(run=run_replay)
+
     from .library_cli import add_library
     from .schedule_cli import add_inspect_schedule
     from .search_cli import add_search
@@ -217,11 +250,11 @@ def main(argv=None):
         return 0
     quiet_libraries()
     try:
-        args.run(args)
+        status = args.run(args)
     except (UserError, ValueError, FileNotFoundError) as error:
         print(f"noisekit {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

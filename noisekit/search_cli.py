@@ -185,6 +185,7 @@ def run_search(args):
                 "rewards": list(rewards), "preview_rewards": args.preview_reward, "reward_cost": args.reward_cost,
                 "schedule": schedule.to_dict() if schedule else None, "budget_nfe": args.budget_nfe,
                 "num_candidates": args.num_candidates, "cost_formula": args.cost_formula, "seed": args.seed,
+                "batch_size": args.batch_size,
                 "noisekit": __version__}
     path = os.path.join(args.output_dir, "results.json")
     with open(path + ".tmp", "w") as f:

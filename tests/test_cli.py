@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -89,3 +90,50 @@ def test_generate_with_golden_noise_then_nlg(tmp_path, model_dir, sd1_pipe):
         tmp_path / "npnet").eval())
     assert replayed.shape == (1, 4, 8, 8)
     assert main(["generate", "x", "--model", model_dir, "--npnet", str(tmp_path / "missing")]) == 2
+
+
+def test_replay_regenerates_generate_results_pixel_for_pixel(tmp_path, model_dir, capsys):
+    from noisekit.npnet import SMALL_SWIN, NoisePromptNet
+
+    torch.manual_seed(0)
+    net = NoisePromptNet(sample_size=8, text_embed_dim=32, max_text_tokens=77, swin_kwargs=SMALL_SWIN)
+    with torch.no_grad():
+        net.alpha.fill_(1.0)
+        net.beta.fill_(1.0)
+    net.save_pretrained(tmp_path / "npnet")
+    out = tmp_path / "out"
+    assert main(["generate", "a red circle", "--model", model_dir, "--num_images", "3", "--steps", "3",
+                 "--batch_size", "2", "--npnet", str(tmp_path / "npnet"), "--nlg", "--nlg_iterations", "2",
+                 "--output_dir", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["replay", str(out / "results.json"), "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == report["identical"] == 3 and report["max_pixel_difference"] == 0
+    assert (out / "replay" / "p000_s0.png").is_file()
+
+    from PIL import Image
+
+    tampered = Image.open(out / "p000_s1.png").convert("RGB")
+    tampered.putpixel((0, 0), tuple(255 - v for v in tampered.getpixel((0, 0))))
+    tampered.save(out / "p000_s1.png")
+    assert main(["replay", str(out / "results.json"), "--output_dir", str(tmp_path / "again"), "--quiet"]) == 1
+    assert "2 identical" in capsys.readouterr().out
+
+
+def test_replay_of_a_shapes_ttsnap_search_reproduces_the_chosen_image(tmp_path, capsys):
+    out = tmp_path / "search"
+    assert main(["search", "a blue square on a black background", "--strategy", "ttsnap", "--num_candidates", "10",
+                 "--steps", "20", "--output_dir", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    best = next(c for c in results["candidates"] if c["best"])
+    capsys.readouterr()
+    assert main(["replay", str(out / "results.json"), "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == report["identical"] >= 1 and best["file"] in os.listdir(out / "replay")
+
+
+def test_replay_refuses_what_is_not_a_results_file(tmp_path, capsys):
+    assert main(["replay", str(tmp_path / "missing.json")]) == 2
+    (tmp_path / "other.json").write_text('{"settings": {}}')
+    assert main(["replay", str(tmp_path / "other.json")]) == 2
+    assert "holds `images`" in capsys.readouterr().err

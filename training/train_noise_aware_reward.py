@@ -5,7 +5,8 @@
 
 1. Data (once, in `output_dir/data.safetensors`): `--num_seeds` trajectories for each of `--num_prompts` prompts
    (shapes-world training captions, or `--prompt_file`), sampled with the pipeline; the x0 preview of every step in
-   `--step_targets` is kept, and the teacher's reward of the *final* image is the label.
+   `--step_targets` is decoded and kept as an 8-bit image, and the teacher's reward of the *final* image is the
+   label.
 2. Curriculum from clean to noisy (TTSnap Sec. 2.4 of the reference notes): for each step s in `--step_targets`
    (descending), `--steps_per_stage` optimiser steps, AdamW state reset and the learning rate decayed linearly
    to `--min_lr_scale` within the stage. Two students, both starting from the teacher's weights:
@@ -107,8 +108,9 @@ def read_prompts(args):
 
 @torch.no_grad()
 def make_data(pipe, teacher, prompts, args):
-    """x0 previews `(P * S, K, C, h, w)` float16 at the target steps (trajectory-major, S seeds per prompt), the
-    teacher's final-image reward `(P * S,)` and the sigma of each target step."""
+    """Decoded x0 previews `(P * S, K, 3, H, W)` uint8 at the target steps (trajectory-major, S seeds per prompt),
+    the teacher's final-image reward `(P * S,)` and the sigma of each target step. Previews are decoded and
+    quantised to 8 bits once, as TTSnap reads saved PNGs; training then never runs the VAE."""
     previews, labels, per_chunk = [], [], max(1, args.generation_batch_size // args.num_seeds)
     sampler = None
     for start in range(0, len(prompts), per_chunk):
@@ -119,19 +121,23 @@ def make_data(pipe, teacher, prompts, args):
         noise = seed_noise(pipe, range(first, first + count), sampler.height, sampler.width)
         batch = sampler.start(noise, [p for p in range(len(chunk)) for _ in range(args.num_seeds)])
         x0 = batch.run(preview_steps=set(args.step_targets))
-        previews.append(torch.stack([x0[s].half().cpu() for s in args.step_targets], 1))
+        previews.append(torch.stack([to_uint8(decode(pipe, x0[s].to(pipe.vae.dtype), "pt"))
+                                     for s in args.step_targets], 1))
         images = batch.decode("pil")
         labels.append(teacher(images, [p for p in chunk for _ in range(args.num_seeds)]).float().cpu())
+        print(f"data: {start + len(chunk)}/{len(prompts)} prompts", flush=True)
     sigmas = step_sigmas(sampler)
     return torch.cat(previews), torch.cat(labels), [sigmas[s] for s in args.step_targets]
 
 
-def pixels_of(pipe, transform, latents, device):
-    """Decoded previews, quantised to 8 bits as saved images are, then the reward's preprocessing."""
-    with torch.no_grad():
-        images = decode(pipe, latents.to(pipe.device, pipe.vae.dtype), "pt")
-        images = (images.float() * 255).round() / 255
-    return transform(images, device)
+def to_uint8(images):
+    """[0, 1] images -> uint8 on the CPU, as an 8-bit image file stores them."""
+    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def pixels_of(transform, images, device):
+    """Stored uint8 previews -> the reward's preprocessing."""
+    return transform(images.to(device).float() / 255, device)
 
 
 def main(args):
@@ -151,7 +157,7 @@ def main(args):
         tensors = {}
         for split, prompts in (("train", train_prompts), ("val", val_prompts)):
             x0, labels, sigmas = make_data(pipe, teacher, prompts, args)
-            tensors.update({f"{split}/x0": x0, f"{split}/labels": labels, "sigmas": torch.tensor(sigmas)})
+            tensors.update({f"{split}/pixels": x0, f"{split}/labels": labels, "sigmas": torch.tensor(sigmas)})
         save_file(tensors, data_path + ".tmp", metadata={"step_targets": json.dumps(args.step_targets)})
         os.replace(data_path + ".tmp", data_path)
     accelerator.wait_for_everyone()
@@ -190,7 +196,7 @@ def main(args):
         drawn = torch.randint(stage + 1, (len(index),), generator=torch.Generator().manual_seed(args.seed + step))
         losses = {}
         for c, columns in (("none", torch.full_like(drawn, stage)), ("sigma", drawn)):
-            pixels = pixels_of(pipe, teacher.transform, data["train/x0"][index, columns].float(), accelerator.device)
+            pixels = pixels_of(teacher.transform, data["train/pixels"][index, columns], accelerator.device)
             sigma = torch.tensor([sigmas[k] for k in columns.tolist()], device=accelerator.device)
             loss = torch.nn.functional.mse_loss(students[c](pixels, prompts, sigma).float(), labels)
             accelerator.backward(loss)
@@ -213,7 +219,7 @@ def main(args):
 
     if accelerator.is_main_process:
         sigma_model = accelerator.unwrap_model(students["sigma"]).eval()
-        report = validate(pipe, teacher, sigma_model, stages_dir, data, val_prompts, sigmas, args, accelerator.device)
+        report = validate(teacher, sigma_model, stages_dir, data, val_prompts, sigmas, args, accelerator.device)
         accelerator.print(json.dumps(report, indent=1))
 
         def write(folder):
@@ -233,7 +239,7 @@ def main(args):
 
 
 @torch.no_grad()
-def validate(pipe, teacher, sigma_model, stages_dir, data, prompts, sigmas, args, device):
+def validate(teacher, sigma_model, stages_dir, data, prompts, sigmas, args, device):
     """Mean per-prompt Kendall tau of each step's scores against the teacher's final reward."""
     from noisekit.rewards.noise_aware import load_model
 
@@ -241,7 +247,7 @@ def validate(pipe, teacher, sigma_model, stages_dir, data, prompts, sigmas, args
     text = [p for p in prompts for _ in range(args.num_seeds)]
     report = {}
     for k, s in enumerate(args.step_targets):
-        pixels = pixels_of(pipe, teacher.transform, data["val/x0"][:, k].float(), device)
+        pixels = pixels_of(teacher.transform, data["val/pixels"][:, k], device)
         sigma = torch.full((len(text),), sigmas[k], device=device)
         stage_model = load_model(os.path.join(stages_dir, f"step-{s}")).to(device)
         scores = {"base": teacher.score(pixels, text, torch.zeros_like(sigma)),
