@@ -67,7 +67,9 @@ def parse_args(input_args=None):
     parser.add_argument("--noise_aware_path", default=None,
                         help="trained noise-aware folder (training/train_noise_aware_reward.py writes "
                              "OUTPUT_DIR/noise-aware)")
-    parser.add_argument("--noise_aware_mode", default="sigma", choices=["sigma", "stages"])
+    parser.add_argument("--noise_aware_mode", default="both", choices=["sigma", "stages", "both"],
+                        help="the sigma-conditioned model (preview reward `noise-aware`), the per-stage checkpoints "
+                             "(`noise-aware-stages`), or both in one recording")
     parser.add_argument("--num_prompts", type=int, default=None, help="held-out prompts, half calibrate (64)")
     parser.add_argument("--num_candidates", type=int, default=None, help="seeds recorded per prompt (16)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (20)")
@@ -115,7 +117,7 @@ def log(args, *parts):
 
 
 def load_models(args, workdir):
-    """`(pipe, judge, noise_aware_judge or None, description)`."""
+    """`(pipe, judge, {preview kind: noise-aware judge} (empty without one), description)`."""
     from noisekit.models import load_pipeline
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -135,9 +137,9 @@ def load_models(args, workdir):
             with torch.no_grad():  # the adapter starts at zero (= the teacher); make it differ from the base
                 student.adapter.conv_out.weight.normal_(0, 0.05)
             student.save_pretrained(os.path.join(workdir, "noise-aware"))
-            naj = load_reward("noise-aware", path=os.path.join(workdir, "noise-aware")).to(device).eval()
-        return pipe, judge, naj, {"model": "tiny_sd_pipeline (random)", "judge": "ShapesJudge (random)",
-                                  "noise_aware": "random sigma adapter" if naj is not None else None}
+            naj = {NOISE_AWARE: load_reward("noise-aware", path=os.path.join(workdir, "noise-aware")).to(device).eval()}
+        return pipe, judge, naj or {}, {"model": "tiny_sd_pipeline (random)", "judge": "ShapesJudge (random)",
+                                        "noise_aware": "random sigma adapter" if naj else None}
 
     model = args.model
     if not os.path.isdir(model) and model == "assets/shapes-t2i":
@@ -151,19 +153,21 @@ def load_models(args, workdir):
 
         source = args.noise_aware_path or str(assets_dir() / "shapes-judge-noise-aware")
         if os.path.isdir(source):
-            naj = load_reward("noise-aware", path=source, mode=args.noise_aware_mode,
-                              teacher_kwargs=judge_kwargs or None).to(device).eval()
+            modes = ("sigma", "stages") if args.noise_aware_mode == "both" else (args.noise_aware_mode,)
+            naj = {NOISE_AWARE if mode == "sigma" else f"{NOISE_AWARE}-stages":
+                   load_reward("noise-aware", path=source, mode=mode, teacher_kwargs=judge_kwargs or None).to(device)
+                   .eval() for mode in modes}
         elif args.preview_reward == NOISE_AWARE or args.noise_aware_path:
             raise FileNotFoundError(f"no noise-aware judge at {source}; train one with "
                                     f"training/train_noise_aware_reward.py or use --preview_reward none.")
-    return pipe, judge, naj, {"model": args.model, "judge": args.judge_path or "assets/shapes-judge",
-                              "noise_aware": source if naj is not None else None,
-                              "noise_aware_mode": args.noise_aware_mode if naj is not None else None}
+    return pipe, judge, naj or {}, {"model": args.model, "judge": args.judge_path or "assets/shapes-judge",
+                                    "noise_aware": source if naj else None,
+                                    "noise_aware_mode": args.noise_aware_mode if naj else None}
 
 
 def record(args, sampler, judge, naj, seeds):
     """The trajectory table (rewards `base`, and `noise-aware` when given) and the recording's timings."""
-    kinds = [BASE] + ([NOISE_AWARE] if naj is not None else [])
+    kinds = [BASE] + list(naj)
     if args.table and os.path.exists(args.table):
         table = TrajectoryTable.load(args.table)
         if table.prompts != sampler.prompts or list(table.seeds) != list(seeds) or sorted(table.scores) != kinds:
@@ -174,7 +178,7 @@ def record(args, sampler, judge, naj, seeds):
     from tqdm.auto import tqdm
 
     rewards = {kind: judge for kind in kinds}  # the final image is judged by the clean judge for every kind
-    previews = {BASE: ignore_sigma(judge), **({NOISE_AWARE: naj} if naj is not None else {})}
+    previews = {BASE: ignore_sigma(judge), **naj}
     nfe, denoiser = sampler.nfe, sampler.denoiser_seconds
     began = time.perf_counter()
     with tqdm(total=len(sampler.prompts), desc="record", disable=args.quiet, file=sys.stderr) as progress:
@@ -339,7 +343,7 @@ def online(args, pipe, judge, naj, prompts, arms, budget, table_held, seeds):
         table = view(table_held, kind).split(range(len(prompts)))
         steps = schedule.steps(table.num_steps, table.sigmas) if schedule is not None else ()
         keep = schedule.keep if schedule is not None else ()
-        previews = {REWARD: naj} if kind == NOISE_AWARE else None
+        previews = {REWARD: naj[kind]} if kind in naj else None
         runs, seconds = [], 0.0
         for p in range(len(prompts)):
             if pipe.device.type == "cuda":
@@ -441,7 +445,7 @@ def print_report(result):
 
 def targets(arms):
     """Issue 6's targets on the best noise-aware arm (or, without one, the base arms: measured, not the target)."""
-    names = [n for n in arms if n.startswith(f"ttsnap/{NOISE_AWARE}/")] or [n for n in arms if n != "best_of_n"]
+    names = [n for n in arms if n.startswith(f"ttsnap/{NOISE_AWARE}")] or [n for n in arms if n != "best_of_n"]
     out = {"reward": "noise-aware" if names[0].startswith(f"ttsnap/{NOISE_AWARE}") else
            "base only (no noise-aware judge: the targets are for the noise-aware reward)"}
     for name in names:
@@ -521,7 +525,7 @@ def main(args):
     load_seconds = time.perf_counter() - began
     log(args, f"recording {len(prompts)} prompts x {len(seeds)} seeds x {args.steps} steps "
               f"({len(prompts) * len(seeds) * args.steps} candidate-steps, previews: "
-              f"{BASE}{' + ' + NOISE_AWARE if naj is not None else ''})")
+              f"{' + '.join([BASE, *naj])})")
     with torch.no_grad():
         sampler = Sampler(pipe, prompts, args.steps, args.guidance_scale)
     table, record_timing = record(args, sampler, judge, naj, seeds)

@@ -62,11 +62,14 @@ def add_sampling_flags(parser):
                         help="fix the schedule: ztsnr (rescaled + trailing + CFG rescale 0.7; v-prediction models) "
                              "or trailing (spacing only, any model)")
     library = parser.add_argument_group("noise library (NoiseQuery)")
-    library.add_argument("--library", default=None, help="draw the noises from this library (seeds come from it)")
+    library.add_argument("--library", default=None,
+                         help="draw the noises from this library folder (seeds come from it); shapes-library is the "
+                              "shipped one")
     library.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE",
                          help="attribute target for --library, e.g. brightness=high, color=red (repeatable)")
     golden = parser.add_argument_group("golden noise (NPNet)")
-    golden.add_argument("--npnet", default=None, help="NPNet: an official .pth/.safetensors file or a saved folder")
+    golden.add_argument("--npnet", default=None,
+                        help="NPNet: an official .pth/.safetensors file or a saved folder; shapes-npnet is the shipped one")
     golden.add_argument("--npnet_resize", action="store_true",
                         help="allow latents of another size than the NPNet's (Gaussian-preserving resize)")
     nlg = parser.add_argument_group("noise level guidance")
@@ -242,6 +245,16 @@ def build_parser():
     return parser
 
 
+def resolve_assets(args):
+    """`--library shapes-library`, `--npnet shapes-npnet`: a shipped asset's name stands for its folder."""
+    from .shapes.assets import ASSET_NAMES, asset_path
+
+    for name in ("library", "npnet"):
+        value = getattr(args, name, None)
+        if value in ASSET_NAMES and not os.path.exists(value):
+            setattr(args, name, str(asset_path(value)))
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -250,6 +263,7 @@ def main(argv=None):
         return 0
     quiet_libraries()
     try:
+        resolve_assets(args)
         status = args.run(args)
     except (UserError, ValueError, FileNotFoundError) as error:
         print(f"noisekit {args.command}: error: {error}", file=sys.stderr)

@@ -11,7 +11,7 @@ Examples:
 import json
 import os
 
-from .shapes.assets import ASSET_NAMES
+from .shapes.assets import PIPELINE_ASSETS
 
 
 def add_library(commands):
@@ -62,7 +62,7 @@ def add_library(commands):
 def clip_source(args):
     if args.clip != "auto":
         return None if args.clip == "none" else args.clip
-    if args.model is None or args.model in ASSET_NAMES:
+    if args.model is None or args.model in PIPELINE_ASSETS:
         return "shapes-clip"
     raise ValueError("--clip must be given for a model outside the shapes world: an open_clip source "
                      "(ViT-B-32:openai, local-dir:FOLDER, hf-hub:ORG/REPO) or 'none' (no text queries).")

@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from .shapes.assets import ASSET_NAMES, asset_path
+from .shapes.assets import PIPELINE_ASSETS, asset_path
 
 
 def default_device():
@@ -13,13 +13,13 @@ def default_device():
 
 def resolve_source(model):
     """`None` or a shapes asset name -> its folder; a local folder stays; `org/name` is a hub id."""
-    if model is None or model in ASSET_NAMES:
+    if model is None or model in PIPELINE_ASSETS:
         return str(asset_path(model or "shapes-t2i"))
     if os.path.isdir(model):
         return model
     if os.path.exists(model) or model.startswith((".", "/")) or model.count("/") != 1:
         raise ValueError(f"`--model` must be a diffusers pipeline folder, a hub id (org/name) or one of "
-                         f"{ASSET_NAMES}; {model!r} is none of these.")
+                         f"{PIPELINE_ASSETS}; {model!r} is none of these.")
     return model
 
 

@@ -9,13 +9,13 @@ from diffusers import StableDiffusionPipeline
 
 from noisekit import sample, seed_noise
 from noisekit.cli import main
-from noisekit.shapes.assets import ASSET_NAMES, asset_path
+from noisekit.shapes.assets import TRAINED, asset_path
 from noisekit.shapes.dataset import render_scenes
 from noisekit.shapes.judge import INDEX, ShapesJudge, judge_reward
 
 
 def test_every_asset_records_its_command_and_data_seed():
-    for name in ASSET_NAMES:
+    for name in TRAINED:
         record = json.loads((asset_path(name) / "TRAINING.json").read_text())
         assert record["command"].startswith("python training/") and "data_seed" in record
 
@@ -75,3 +75,54 @@ def _pil(array):
     from PIL import Image
 
     return Image.fromarray(np.asarray(array))
+
+
+def test_noise_aware_judge_asset_scores_previews_in_both_modes():
+    from noisekit.rewards import load_reward
+
+    folder = asset_path("shapes-judge-noise-aware")
+    record = json.loads((folder / "TRAINING.json").read_text())
+    stages = json.loads((folder / "stages" / "stages.json").read_text())
+    assert [s["step"] for s in stages] == record["published_stages"] and set(record["published_stages"]) >= {2, 6, 11}
+    pipe = StableDiffusionPipeline.from_pretrained(asset_path("shapes-t2i"))
+    prompt = "a large red circle on a black background"
+    out = sample(pipe, prompt, seed_noise(pipe, [0, 1]), num_inference_steps=20, guidance_scale=5.0,
+                 preview_steps=[6], output_type="pt")
+    from noisekit.families import decode
+
+    preview = decode(pipe, out.previews[6], "pt")
+    for mode in ("sigma", "stages"):
+        reward = load_reward("shapes-judge-noise-aware", mode=mode)
+        scores = reward(preview, [prompt] * 2, sigma=[stages[-1]["sigma"]] * 2)
+        assert scores.shape == (2,) and scores.dtype == torch.float32 and ((scores > -0.5) & (scores < 1.5)).all()
+
+
+def test_npnet_asset_fits_shapes_t2i_and_changes_the_noise_gaussianly():
+    from noisekit.npnet import NoisePromptNet, check_fit
+    from noisekit.npnet_noise import apply_npnet
+    from noisekit.recipe import seed_recipes
+
+    pipe = StableDiffusionPipeline.from_pretrained(asset_path("shapes-t2i"))
+    net = NoisePromptNet.from_pretrained(asset_path("shapes-npnet")).eval()
+    check_fit(net, pipe)
+    noise = seed_noise(pipe, range(64))
+    with torch.no_grad():
+        golden, recipes = apply_npnet(pipe, net, "a red circle above a blue square", noise,
+                                      seed_recipes(range(64), noise.shape[1:]))
+    assert golden.shape == noise.shape and not torch.equal(golden, noise)
+    assert abs(golden.mean().item()) < 0.05 and abs(golden.std().item() - 1) < 0.05
+    assert recipes[3].replay(pipe=pipe, npnet=net).equal(golden[3:4])
+
+
+def test_library_asset_holds_ten_thousand_seeds_of_shapes_t2i():
+    from noisekit.library import NoiseLibrary
+
+    library = NoiseLibrary.load(str(asset_path("shapes-library")))
+    info = library.info()
+    assert info["entries"] >= 10_000 and info["model"]["id"] == "shapes-t2i" and not info["incomplete_extractors"]
+    assert {"clip", "color", "sharpness", "texture", "shape"} <= set(info["extractors"])
+    pipe = StableDiffusionPipeline.from_pretrained(asset_path("shapes-t2i"))
+    result = library.query(text="a red circle in the top left", attributes=["brightness=low"], top_k=4)
+    assert len(set(result.seeds)) == 4
+    noise = library.noise(result.seeds, pipe)  # each verified against its stored checksum
+    assert noise.shape == (4, 4, 16, 16) and result.recipes[0].replay().equal(noise[:1])

@@ -65,6 +65,11 @@ def parse_args(input_args=None):
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--max_grad_norm", type=float, default=5.0)
     parser.add_argument("--checkpointing_steps", type=int, default=300)
+    parser.add_argument("--publish_stages", default=None,
+                        help="comma-separated steps whose per-stage checkpoints the published folder holds "
+                             "(default: every trained step; the stages reward then uses the nearest one by sigma)")
+    parser.add_argument("--publish_dtype", choices=["float32", "float16"], default="float32",
+                        help="storage dtype of the published weights (they load back as float32)")
     parser.add_argument("--data_seed", type=int, default=7)
     parser.add_argument("--seed", type=int, default=2000)
     args = parser.parse_args(input_args)
@@ -80,6 +85,10 @@ def parse_args(input_args=None):
     if any(not 0 <= s < T - 1 for s in targets) or len(set(targets)) != len(targets):
         raise ValueError(f"--step_targets must be distinct steps in [0, {T - 2}], got {targets}.")
     args.step_targets = sorted(targets, reverse=True)
+    published = ([int(s) for s in args.publish_stages.split(",")] if args.publish_stages else args.step_targets)
+    if not published or any(s not in args.step_targets for s in published):
+        raise ValueError(f"--publish_stages must be trained steps {args.step_targets}, got {published}.")
+    args.publish_stages = sorted(set(published), reverse=True)
     args.teacher_kwargs = json.loads(args.teacher_kwargs)
     return args
 
@@ -223,19 +232,32 @@ def main(args):
         accelerator.print(json.dumps(report, indent=1))
 
         def write(folder):
-            import shutil
+            from noisekit.rewards.noise_aware import load_model
 
-            sigma_model.save_pretrained(folder)
-            shutil.copytree(stages_dir, os.path.join(folder, "stages"))
-            stages = [{"step": s, "sigma": sigmas[k], "folder": f"step-{s}"} for k, s in enumerate(args.step_targets)]
+            dtype = getattr(torch, args.publish_dtype)
+            save(sigma_model, folder, dtype)
+            stages = []
+            for k, s in enumerate(args.step_targets):
+                if s in args.publish_stages:
+                    save(load_model(os.path.join(stages_dir, f"step-{s}")), os.path.join(folder, "stages", f"step-{s}"),
+                         dtype)
+                    stages.append({"step": s, "sigma": sigmas[k], "folder": f"step-{s}"})
             with open(os.path.join(folder, "stages", "stages.json"), "w") as f:
                 json.dump(stages, f, indent=1)
 
         record = {"teacher": args.teacher, "teacher_kwargs": args.teacher_kwargs, "steps": step,
                   "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
-                  "step_targets": args.step_targets, "sigmas": sigmas, "train_seconds": round(timer.seconds(), 1),
+                  "step_targets": args.step_targets, "published_stages": args.publish_stages,
+                  "published_dtype": args.publish_dtype, "sigmas": sigmas, "train_seconds": round(timer.seconds(), 1),
                   "validation": report}
         publish(write, os.path.join(args.output_dir, "noise-aware"), record)
+
+
+def save(model, folder, dtype):
+    """`save_pretrained` in `dtype` without changing `model` (a copy is cast)."""
+    import copy
+
+    copy.deepcopy(model).to(dtype).save_pretrained(folder)
 
 
 @torch.no_grad()

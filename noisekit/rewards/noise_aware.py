@@ -82,7 +82,9 @@ class DistilledRewardModel(ModelMixin, ConfigMixin):
 def load_model(folder, teacher_kwargs=None):
     """A `DistilledRewardModel` from `folder`; `teacher_kwargs` overrides the saved ones (e.g. a moved path)."""
     kwargs = {} if teacher_kwargs is None else {"teacher_kwargs": teacher_kwargs}
-    return DistilledRewardModel.from_pretrained(folder, low_cpu_mem_usage=False, **kwargs).eval()
+    # weights may be stored in float16 (the shipped asset); rewards run in float32
+    return DistilledRewardModel.from_pretrained(folder, low_cpu_mem_usage=False, torch_dtype=torch.float32,
+                                                **kwargs).eval()
 
 
 class DistilledReward(NoiseAwareReward):
