@@ -34,6 +34,7 @@ from noisekit.models import load_pipeline
 from noisekit.rewards import load_reward
 from noisekit.shapes.captions import parse_caption
 from noisekit.shapes.dataset import heldout_scenes
+from shapes_quality import report  # noqa: E402  (the sibling script)
 from noisekit.shapes.pixelcheck import read_image
 from noisekit.shapes.scenes import POSITIONS
 
@@ -145,10 +146,7 @@ def main(args):
                             "float32_noise_tensor": info["float32_noise_bytes_per_entry"]},
         "seconds": round(time.time() - began, 1),
     }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    report(result, args.output)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ itself*, so it is an upper bound for what a reward-driven search gets at that co
 """
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ from noisekit import apply_nlg, sample, seed_noise
 from noisekit.recipe import seed_recipes
 from noisekit.shapes.dataset import heldout_scenes
 from noisekit.shapes.judge import ShapesJudge, judge_reward
-from shapes_quality import to_pixels  # noqa: E402  (the sibling script; run from benchmarks/ or the root)
+from shapes_quality import report, to_pixels  # noqa: E402  (the sibling script; run from benchmarks/ or the root)
 
 
 def parse_args(input_args=None):
@@ -70,10 +69,7 @@ def main(args):
                                "tie_rate": float((nlg == base).mean())},
                        "best_of_2 (judge-selected)": {"nfe_per_image": 2 * nfe, "mean_reward": best2.mean()}},
               "seconds": round(time.time() - began, 1)}
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    report(result, args.output)
 
 
 if __name__ == "__main__":

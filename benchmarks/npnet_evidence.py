@@ -13,7 +13,6 @@ measured as a share of one 20-step generation, at batch 1 and at batch 16.
 """
 
 import argparse
-import json
 import statistics
 import time
 
@@ -27,6 +26,7 @@ from noisekit.npnet_noise import apply_npnet
 from noisekit.recipe import seed_recipes
 from noisekit.rewards import load_reward
 from noisekit.shapes.dataset import heldout_scenes
+from shapes_quality import report  # noqa: E402  (the sibling script)
 
 
 def parse_args(input_args=None):
@@ -109,10 +109,7 @@ def main(args):
         "torch_threads": torch.get_num_threads(),
         "seconds": round(time.time() - began, 1),
     }
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=2)
+    report(result, args.output)
 
 
 if __name__ == "__main__":

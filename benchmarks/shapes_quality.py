@@ -9,6 +9,7 @@ an under-specified prompt over 16 seeds.
 
 import argparse
 import json
+import os
 import time
 from collections import defaultdict
 
@@ -39,6 +40,15 @@ def parse_args(input_args=None):
 
 def to_pixels(images):
     return torch.stack([torch.from_numpy(np.asarray(i)).permute(2, 0, 1).float() / 127.5 - 1 for i in images])
+
+
+def report(result, path=None):
+    """Print an evidence result as JSON and, with `path`, write it there (whole or not at all)."""
+    print(json.dumps(result, indent=2))
+    if path:
+        with open(path + ".tmp", "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(path + ".tmp", path)
 
 
 def judge_reading(logits, row):

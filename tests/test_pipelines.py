@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
-from noisekit import NoiseRecipe, sample, seed_generators, seed_noise
+from noisekit import NoiseRecipe, sample, seed_generators
 from noisekit.npnet import SMALL_SWIN, NoisePromptNet
 from noisekit.pipelines import NoisekitStableDiffusionPipeline, NoisekitStableDiffusionXLPipeline
 from noisekit.plan import NoisePlan, prepare_noise
