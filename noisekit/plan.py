@@ -21,8 +21,8 @@ class NoisePlan:
         npnet_resize: allow latents of another size than the NPNet's (Gaussian-preserving resize).
         nlg: `None`, or a dict of `noise_level_guidance` parameters (`{}` for the paper's defaults).
         library: `None`, or `{"path": ..., "attributes": ["NAME=VALUE", ...], "text": ...}`: the seeds come from
-            a noise library (NoiseQuery) instead of the caller's; `text` defaults to the prompt, and the caller's
-            seeds only say how many noises are needed.
+            a noise library (NoiseQuery) instead of the caller's; `text` defaults to the prompt (when the library has
+            CLIP features), and the caller's seeds only say how many noises are needed.
         search: `None`, or `{"rewards": {name: reward}, "strategy": "best_of_n" | "ttsnap", "budget": ...}`: the
             seeds become candidates of `noisekit.search` and the best one per prompt is returned (pipelines only).
     """
@@ -47,9 +47,9 @@ def prepare_noise(pipe, prompt, seeds, plan=None, height=None, width=None):
         if unknown or "path" not in options:
             raise ValueError(f"`library` takes path (required), attributes, text, exclude, temperature, "
                              f"sample_seed, mode; got {sorted(options)}.")
-        text = options.pop("text", None) or prompt
-        noise, recipes, _ = library_noise(pipe, options.pop("path"), options.pop("attributes", ()), text=text,
-                                          seeds_needed=len(seeds), height=height, width=width, **options)
+        noise, recipes, _ = library_noise(pipe, options.pop("path"), options.pop("attributes", ()),
+                                          text=options.pop("text", None), prompt=prompt, seeds_needed=len(seeds),
+                                          height=height, width=width, **options)
     else:
         noise = seed_noise(pipe, seeds, height, width)
         recipes = seed_recipes(seeds, noise.shape[1:], noise)

@@ -154,7 +154,7 @@ def run_search(args):
             began = time.perf_counter()
             seeds = args.seed
             if args.library:  # NoiseQuery chooses the candidates' seeds
-                seeds = library_noise(pipe, args.library, args.attribute, text=prompts[index],
+                seeds = library_noise(pipe, args.library, args.attribute, prompt=prompts[index],
                                       seeds_needed=count)[2].seeds
             transform = partial(apply_npnet, pipe, npnet, prompts[index], resize=args.npnet_resize) if npnet else None
             result = search(sampler, index, rewards, seeds=seeds, num_candidates=count, budget=args.budget_nfe,

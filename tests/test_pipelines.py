@@ -110,3 +110,45 @@ def test_search_stage_with_golden_noise_returns_the_best_candidate(sd1_pipe):
     assert out.nfe == expected.nfe < 6 * 20 * 2  # pruning saved denoiser evaluations
     with pytest.raises(ValueError, match="both NLG and search"):
         pipe(PROMPT, noise_plan=NoisePlan(nlg={}, search={"rewards": {"b": brightness}}))
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory, sd1_pipe, sdxl_pipe):
+    from noisekit.library import build_library
+
+    paths = {}
+    for name, stock in (("sd", sd1_pipe), ("sdxl", sdxl_pipe)):
+        paths[name] = str(tmp_path_factory.mktemp(f"lib-{name}") / "lib")
+        build_library(stock, paths[name], 8, extractors=["color"], num_inference_steps=2, shard_size=4, batch_size=4)
+    return paths
+
+
+@pytest.mark.parametrize("stages", [dict(), dict(npnet=True), dict(npnet=True, nlg={"num_iterations": 1})])
+def test_library_stage_first_then_the_others(family, libraries, stages):
+    from noisekit.library import NoiseLibrary
+
+    cls, stock, text_width = family
+    path = libraries["sd" if cls is NoisekitStableDiffusionPipeline else "sdxl"]
+    pipe = cls.from_pipe(stock, npnet=npnet_for(text_width))
+    library = {"path": path, "attributes": ["brightness=high"]}
+    out = pipe(PROMPT, seeds=[0, 0], noise_plan=NoisePlan(library=library, **stages), **SETTINGS)
+    chosen = NoiseLibrary.load(path).query(attributes=["brightness=high"], top_k=2).seeds
+    assert [r["seed"] for r in out.recipes] == chosen  # the library picks the seeds, the caller's only count
+    assert [t["name"] for t in out.recipes[1]["transforms"]] == [n for n in ("npnet", "nlg") if stages.get(n)]
+    noise = torch.cat([NoiseRecipe.from_dict(r).replay(pipe=pipe, npnet=pipe.npnet) for r in out.recipes])
+    again = sample(pipe, PROMPT, noise, generator=seed_generators(chosen, noise.shape[1:]), **SETTINGS)
+    assert (again.images - out.images).abs().max() <= 1e-4
+
+
+def test_search_stage_on_sdxl_with_a_library(sdxl_pipe, libraries):
+    def brightness(images, prompts=None, sigma=None):
+        return torch.tensor([float(torch.tensor(list(i.convert("L").getdata())).float().mean()) for i in images])
+
+    pipe = NoisekitStableDiffusionXLPipeline.from_pipe(sdxl_pipe)
+    plan = NoisePlan(library={"path": libraries["sdxl"], "attributes": ["brightness=low"]},
+                     search={"rewards": {"brightness": brightness}, "strategy": "best_of_n"})
+    out = pipe(PROMPT, seeds=range(4), noise_plan=plan, num_inference_steps=4, guidance_scale=5.0)
+    from noisekit.library import NoiseLibrary
+
+    pool = NoiseLibrary.load(libraries["sdxl"]).query(attributes=["brightness=low"], top_k=4).seeds
+    assert len(out.recipes) == 1 and out.recipes[0]["seed"] in pool and out.nfe == 4 * 4 * 2

@@ -214,7 +214,7 @@ _OPEN = {}
 
 
 def library_noise(pipe, library_path, attributes=(), text=None, seeds_needed=1, exclude=(), temperature=0.0,
-                  sample_seed=None, mode="rerank", rerank_k=100, height=None, width=None, clip=None):
+                  sample_seed=None, mode="rerank", rerank_k=100, height=None, width=None, clip=None, prompt=None):
     """Pick `seeds_needed` noises from a library for `noisekit generate --library PATH --attribute NAME=VALUE`.
 
     Args:
@@ -224,6 +224,8 @@ def library_noise(pipe, library_path, attributes=(), text=None, seeds_needed=1, 
         text (`str`, *optional*): usually the prompt (NoiseQuery's semantic retrieval).
         exclude: seeds already used, never returned.
         clip: an already loaded CLIP `Extractor` to use instead of reloading the recorded source.
+        prompt (`str`, *optional*): the text when `text` is not given and the library has CLIP features (a
+            library of attributes alone is then queried by its attributes).
 
     Returns:
         `(noise (seeds_needed, C, h, w) float32, recipes, QueryResult)`.
@@ -239,6 +241,8 @@ def library_noise(pipe, library_path, attributes=(), text=None, seeds_needed=1, 
     library.check_pipeline(pipe, height, width)
     if clip is not None:
         library.use_clip(clip)
+    if text is None and "clip" in library.features:
+        text = prompt
     result = library.query(text, attributes, top_k=seeds_needed, mode=mode, rerank_k=rerank_k, exclude=exclude,
                            temperature=temperature, sample_seed=sample_seed)
     if len(result.seeds) < seeds_needed:
