@@ -239,14 +239,14 @@ def main(args):
             stages = []
             for k, s in enumerate(args.step_targets):
                 if s in args.publish_stages:
-                    save(load_model(os.path.join(stages_dir, f"step-{s}")), os.path.join(folder, "stages", f"step-{s}"),
-                         dtype)
+                    checkpoint = load_model(os.path.join(stages_dir, f"step-{s}"))
+                    save(checkpoint, os.path.join(folder, "stages", f"step-{s}"), dtype)
                     stages.append({"step": s, "sigma": sigmas[k], "folder": f"step-{s}"})
             with open(os.path.join(folder, "stages", "stages.json"), "w") as f:
                 json.dump(stages, f, indent=1)
 
-        record = {"teacher": args.teacher, "teacher_kwargs": args.teacher_kwargs, "steps": step,
-                  "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
+        record = {"teacher": args.teacher, "teacher_kwargs": args.teacher_kwargs, "data_seed": args.data_seed,
+                  "steps": step, "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
                   "step_targets": args.step_targets, "published_stages": args.publish_stages,
                   "published_dtype": args.publish_dtype, "sigmas": sigmas, "train_seconds": round(timer.seconds(), 1),
                   "validation": report}

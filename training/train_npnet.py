@@ -262,7 +262,7 @@ def main(args):
                             for c in collections],
             "train_pairs": len(train_ids), "val_pairs": len(val_ids), "num_prompts": len(prompts),
             "split": args.split, "validation_fraction": args.validation_fraction, "split_seed": args.split_seed,
-            "margin": args.margin, "official_first_prompt": args.official_first_prompt,
+            "margin": args.margin, "official_first_prompt": args.official_first_prompt, "data_seed": args.data_seed,
             "steps": step, "epochs": step * args.train_batch_size / max(len(train_ids), 1),
             "train_batch_size": args.train_batch_size, "learning_rate": args.learning_rate,
             "weight_decay": args.weight_decay, "residual_init": args.swin_weights or "random",
