@@ -18,7 +18,13 @@ DESCRIPTIONS = {
     "shapes-clip": "open_clip model (custom config: ViT 64 px, patch 8; 3-layer text tower) trained with "
                    "open_clip's ClipLoss; loads with open_clip.create_model_and_transforms('local-dir:...')",
     "shapes-judge": "attribute classifier (ShapesJudge); reward = mean probability of the prompt's stated attributes",
+    "shapes-judge-noise-aware": "shapes-judge distilled onto x0 previews of shapes-t2i (TTSnap self-distillation, "
+                                "curriculum 14 -> 0): a sigma-conditioned model plus per-stage checkpoints; weights "
+                                "in float16",
+    "shapes-npnet": "NoisePromptNet with the small residual branch (16 x 16 latents, 32 x 64 prompt embeddings), "
+                    "trained on an NPD collected from shapes-t2i with the shapes judge as the filter",
 }
+LIBRARY = "shapes-library"
 
 
 def load(path):
@@ -57,6 +63,21 @@ def quality_rows(name, label):
     return rows
 
 
+def library_row():
+    """The library is built, not trained: its row comes from its manifest and shard records."""
+    folder = os.path.join(ASSETS, LIBRARY)
+    if not os.path.isdir(folder):
+        return []
+    shards = [load(os.path.join(folder, "shards", n)) for n in os.listdir(os.path.join(folder, "shards"))
+              if n.endswith(".json")]
+    manifest = load(os.path.join(folder, "manifest.json"))
+    entries, seconds = sum(r["rows"] for r in shards), sum(r.get("seconds", 0) for r in shards)
+    return [f"| `{LIBRARY}` | NoiseQuery library of shapes-t2i: seeds, checksums and features "
+            f"({', '.join(manifest['extractors'])}) of each seed's posterior (empty prompt, "
+            f"{manifest['posterior']['num_inference_steps']} DDIM steps); built by `noisekit library build` | "
+            f"{entries} seeds | {seconds / 60:.0f} min | {size_mb(folder):.1f} MB |"]
+
+
 def main():
     lines = ["# The shapes world's assets", "",
              "Trained on CPU (2 cores) by the scripts in `training/`; `bash training/build_shapes_world.sh` rebuilds "
@@ -64,13 +85,14 @@ def main():
              "training time. Diffusion and CLIP weights are stored in float16 (loaded as float32). Regenerate this page with "
              "`python benchmarks/report_shapes.py`.", "",
              "| asset | what it is | steps | train time | size |", "|---|---|---|---|---|"]
-    for name in ("shapes-t2i", "shapes-t2i-eps", "shapes-clip", "shapes-judge"):
+    for name in DESCRIPTIONS:
         folder = os.path.join(ASSETS, name)
         if not os.path.isdir(folder):
             continue
         record = load(os.path.join(folder, "TRAINING.json"))
         lines.append(f"| `{name}` | {DESCRIPTIONS[name]} | {record.get('steps')} | "
                      f"{record.get('train_seconds', 0) / 60:.0f} min | {size_mb(folder):.1f} MB |")
+    lines += library_row()
     vae_record = os.path.join(ASSETS, "shapes-t2i-eps", "vae", "TRAINING.json")
     vae = load(vae_record) if os.path.exists(vae_record) else None
     if vae:
@@ -78,6 +100,9 @@ def main():
                       f"(`{vae['command']}`)."]
     lines += ["", "Commands:", ""] + [f"- `{name}`: `{load(os.path.join(ASSETS, name, 'TRAINING.json'))['command']}`"
                                       for name in DESCRIPTIONS if os.path.isdir(os.path.join(ASSETS, name))]
+    if os.path.isdir(os.path.join(ASSETS, LIBRARY)):
+        lines.append(f"- `{LIBRARY}`: `noisekit library build --num_seeds 10000 --output assets/{LIBRARY} "
+                     f"--batch_size 64`")
     lines += ["", "## Quality", "",
               "Held-out prompts (captions removed from every training set), 20 steps, CFG 5, one image per prompt and "
               "seed; each attribute is read by the learned judge and by the non-learned pixel check "

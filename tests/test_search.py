@@ -370,3 +370,30 @@ def test_training_script_smoke_and_resume(tmp_path, model_dir, judge_dirs, capsy
     assert "resumed from" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--step_targets must be distinct steps in \\[0, 1\\]"):
         script.parse_args([*argv, "--step_targets", "2,1"])
+
+
+def test_ranking_loss_rewards_the_order_within_each_prompt(tmp_path, model_dir, judge_dirs):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "training", "train_noise_aware_reward.py")
+    spec = importlib.util.spec_from_file_location("train_noise_aware_reward", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    labels = torch.tensor([0.1, 0.5, 0.9, 0.2, 0.2, 0.8])
+    ordered, reversed_ = labels.clone(), -labels
+    assert script.pairwise_loss(ordered, labels, 3, 0.05) < script.pairwise_loss(reversed_, labels, 3, 0.05)
+    # a shift of one prompt's scores changes nothing: only the order inside a prompt counts
+    shifted = ordered + torch.tensor([5.0, 5.0, 5.0, 0.0, 0.0, 0.0])
+    assert torch.allclose(script.pairwise_loss(shifted, labels, 3, 0.05), script.pairwise_loss(ordered, labels, 3, 0.05))
+    argv = ["--pretrained_model_name_or_path", model_dir, "--teacher_kwargs", json.dumps({"path": judge_dirs[0]}),
+            "--output_dir", str(tmp_path), "--num_prompts", "3", "--num_validation_prompts", "2", "--num_seeds", "2",
+            "--num_inference_steps", "3", "--steps_per_stage", "2", "--train_batch_size", "4", "--loss", "ranking",
+            "--publish_stages", "0", "--publish_dtype", "float16"]
+    script.main(script.parse_args(argv))
+    stages = json.loads((tmp_path / "noise-aware" / "stages" / "stages.json").read_text())
+    assert [s["step"] for s in stages] == [0]
+    reward = load_reward("noise-aware", path=str(tmp_path / "noise-aware"), mode="stages")
+    assert reward(torch.rand(2, 3, 16, 16), PROMPTS[0], sigma=[float("inf"), 1.0]).dtype == torch.float32
+    with pytest.raises(ValueError, match="multiple of --num_seeds"):
+        script.parse_args([*argv[:-6], "--train_batch_size", "3", "--loss", "ranking"])

@@ -25,17 +25,14 @@ fi
 [ -d assets/shapes-clip ] || cp -r "$RUNS/clip/clip" assets/shapes-clip
 # Noise-aware judge (TTSnap's self-distillation): per-stage checkpoints at the default schedules' steps, in float16.
 NAJ="--output_dir $RUNS/naj --num_prompts 384 --num_validation_prompts 64 --num_seeds 8 --steps_per_stage 100"
-[ -d "$RUNS/naj/noise-aware" ] || $PY training/train_noise_aware_reward.py $NAJ
-if [ ! -d assets/shapes-judge-noise-aware ]; then
-  $PY training/train_noise_aware_reward.py $NAJ --publish_stages 2,4,6,11 --publish_dtype float16  # re-publishes
-  cp -r "$RUNS/naj/noise-aware" assets/shapes-judge-noise-aware
-fi
+[ -d "$RUNS/naj/noise-aware" ] || $PY training/train_noise_aware_reward.py $NAJ --publish_stages 2,4,6,11 --publish_dtype float16
+[ -d assets/shapes-judge-noise-aware ] || cp -r "$RUNS/naj/noise-aware" assets/shapes-judge-noise-aware
 # NoiseQuery library of 10,000 seeds of shapes-t2i (posteriors of the empty prompt; the shapes CLIP for text).
 [ -d assets/shapes-library ] || \
   .venv/bin/noisekit library build --num_seeds 10000 --output assets/shapes-library --batch_size 64 --resume --quiet
-# NPNet golden noise: NPD of 2048 shapes captions on shapes-t2i, judged by the shapes judge, then the small net.
+# NPNet golden noise: NPD of 1536 shapes captions on shapes-t2i, judged by the shapes judge, then the small net.
 [ -f "$RUNS/npd-shapes/records.jsonl" ] || $PY training/collect_npd.py --pretrained_model_name_or_path \
-  assets/shapes-t2i --dataset shapes --num_prompts 2048 --reward shapes-judge --output_dir "$RUNS/npd-shapes" --batch_size 64
+  assets/shapes-t2i --dataset shapes --num_prompts 1536 --reward shapes-judge --output_dir "$RUNS/npd-shapes" --batch_size 64
 [ -d "$RUNS/npnet-shapes/npnet" ] || $PY training/train_npnet.py --data_dir "$RUNS/npd-shapes" \
   --pretrained_model_name_or_path assets/shapes-t2i --shapes --output_dir "$RUNS/npnet-shapes"
 [ -d assets/shapes-npnet ] || cp -r "$RUNS/npnet-shapes/npnet" assets/shapes-npnet

@@ -40,6 +40,8 @@ from noisekit.rewards.noise_aware import DistilledRewardModel  # noqa: E402
 from noisekit.sampler import Sampler  # noqa: E402
 from noisekit.search import step_sigmas  # noqa: E402
 
+LOSSES = ("mse", "ranking")
+
 
 def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,11 +61,19 @@ def parse_args(input_args=None):
     parser.add_argument("--steps_per_stage", type=int, default=300)
     parser.add_argument("--train_batch_size", type=int, default=64)
     parser.add_argument("--generation_batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--learning_rate", type=float, default=1e-5,
+                        help="TTSnap uses 3e-6 to 5e-7 on ViT rewards; 1e-4 lowered the shapes judge's validation tau")
     parser.add_argument("--adapter_learning_rate", type=float, default=1e-3)
     parser.add_argument("--min_lr_scale", type=float, default=0.5)
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--max_grad_norm", type=float, default=5.0)
+    parser.add_argument("--loss", choices=LOSSES, default="mse",
+                        help="mse: TTSnap's MSE to the teacher's final reward; ranking: that MSE plus a pairwise "
+                             "Bradley-Terry loss between the seeds of each prompt (batches are then whole prompts), "
+                             "since pruning only needs the order within a prompt")
+    parser.add_argument("--ranking_weight", type=float, default=1.0, help="weight of the pairwise term")
+    parser.add_argument("--ranking_temperature", type=float, default=0.05,
+                        help="tau of P(i beats j) = sigmoid((s_i - s_j) / tau), in the teacher's units")
     parser.add_argument("--checkpointing_steps", type=int, default=300)
     parser.add_argument("--publish_stages", default=None,
                         help="comma-separated steps whose per-stage checkpoints the published folder holds "
@@ -73,6 +83,9 @@ def parse_args(input_args=None):
     parser.add_argument("--data_seed", type=int, default=7)
     parser.add_argument("--seed", type=int, default=2000)
     args = parser.parse_args(input_args)
+    if args.loss == "ranking" and args.train_batch_size % args.num_seeds:
+        raise ValueError(f"--loss ranking takes whole prompts: --train_batch_size ({args.train_batch_size}) must be a "
+                         f"multiple of --num_seeds ({args.num_seeds}).")
     for name in ("num_prompts", "num_validation_prompts", "num_seeds", "num_inference_steps", "steps_per_stage",
                  "train_batch_size", "generation_batch_size", "checkpointing_steps"):
         if getattr(args, name) < 1:
@@ -139,9 +152,41 @@ def make_data(pipe, teacher, prompts, args):
     return torch.cat(previews), torch.cat(labels), [sigmas[s] for s in args.step_targets]
 
 
+def pairwise_loss(scores, labels, group, temperature):
+    """Bradley-Terry loss over the pairs of each group of `group` rows (one prompt's seeds), every pair weighted by
+    its label gap so that near-ties count little: sum w_ij softplus(-(s_i - s_j) / tau) / sum w_ij over l_i > l_j."""
+    scores, labels = scores.view(-1, group), labels.view(-1, group)
+    gap = labels[:, :, None] - labels[:, None, :]
+    weight = gap.clamp(min=0)  # pairs (i, j) with l_i > l_j
+    margin = (scores[:, :, None] - scores[:, None, :]) / temperature
+    return (weight * torch.nn.functional.softplus(-margin)).sum() / weight.sum().clamp(min=1e-12)
+
+
+def train_batch(args, step, count, accelerator):
+    """Trajectory indices of `step`'s batch: random ones (TTSnap), or for the ranking loss all seeds of random
+    prompts (trajectories are prompt-major)."""
+    if args.loss == "mse":
+        return batch_indices(args.data_seed, step, count, args.train_batch_size, accelerator)
+    prompts = batch_indices(args.data_seed, step, count // args.num_seeds, args.train_batch_size // args.num_seeds,
+                            accelerator)
+    return (prompts[:, None] * args.num_seeds + torch.arange(args.num_seeds)).flatten()
+
+
 def to_uint8(images):
     """[0, 1] images -> uint8 on the CPU, as an 8-bit image file stores them."""
     return (images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def stored_columns(data_path, step_targets):
+    """Column of each of `step_targets` in the stored previews (`data_path`'s metadata)."""
+    from safetensors import safe_open
+
+    with safe_open(data_path, "pt") as f:
+        stored = json.loads(f.metadata()["step_targets"])
+    missing = [s for s in step_targets if s not in stored]
+    if missing:
+        raise ValueError(f"{data_path} holds previews of steps {stored}, not {missing}; use another --output_dir.")
+    return torch.tensor([stored.index(s) for s in step_targets])
 
 
 def pixels_of(transform, images, device):
@@ -173,7 +218,8 @@ def main(args):
     from safetensors.torch import load_file
 
     data = load_file(data_path)
-    sigmas = data["sigmas"].tolist()
+    columns_of = stored_columns(data_path, args.step_targets)  # a run may train on a subset of the stored steps
+    sigmas = [data["sigmas"].tolist()[c] for c in columns_of]
     train_text = [p for p in train_prompts for _ in range(args.num_seeds)]
 
     students = {c: DistilledRewardModel(args.teacher, args.teacher_kwargs, c) for c in ("none", "sigma")}
@@ -199,15 +245,19 @@ def main(args):
         if step % args.steps_per_stage == 0:  # a new stage: the optimiser starts afresh (TTSnap re-creates it)
             for optimizer in optimizers.values():
                 optimizer.optimizer.state.clear()
-        index = batch_indices(args.data_seed, step, len(train_text), args.train_batch_size, accelerator)
+        index = train_batch(args, step, len(train_text), accelerator)
         labels = data["train/labels"][index].to(accelerator.device)
         prompts = [train_text[i] for i in index.tolist()]
         drawn = torch.randint(stage + 1, (len(index),), generator=torch.Generator().manual_seed(args.seed + step))
         losses = {}
         for c, columns in (("none", torch.full_like(drawn, stage)), ("sigma", drawn)):
-            pixels = pixels_of(teacher.transform, data["train/pixels"][index, columns], accelerator.device)
+            pixels = pixels_of(teacher.transform, data["train/pixels"][index, columns_of[columns]], accelerator.device)
             sigma = torch.tensor([sigmas[k] for k in columns.tolist()], device=accelerator.device)
-            loss = torch.nn.functional.mse_loss(students[c](pixels, prompts, sigma).float(), labels)
+            scores = students[c](pixels, prompts, sigma).float()
+            loss = torch.nn.functional.mse_loss(scores, labels)
+            if args.loss == "ranking":
+                loss = loss + args.ranking_weight * pairwise_loss(scores, labels, args.num_seeds,
+                                                                  args.ranking_temperature)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(students[c].parameters(), args.max_grad_norm)
             optimizers[c].step()
@@ -228,7 +278,8 @@ def main(args):
 
     if accelerator.is_main_process:
         sigma_model = accelerator.unwrap_model(students["sigma"]).eval()
-        report = validate(teacher, sigma_model, stages_dir, data, val_prompts, sigmas, args, accelerator.device)
+        report = validate(teacher, sigma_model, stages_dir, data, columns_of, val_prompts, sigmas, args,
+                          accelerator.device)
         accelerator.print(json.dumps(report, indent=1))
 
         def write(folder):
@@ -261,7 +312,7 @@ def save(model, folder, dtype):
 
 
 @torch.no_grad()
-def validate(teacher, sigma_model, stages_dir, data, prompts, sigmas, args, device):
+def validate(teacher, sigma_model, stages_dir, data, columns_of, prompts, sigmas, args, device):
     """Mean per-prompt Kendall tau of each step's scores against the teacher's final reward."""
     from noisekit.rewards.noise_aware import load_model
 
@@ -269,7 +320,7 @@ def validate(teacher, sigma_model, stages_dir, data, prompts, sigmas, args, devi
     text = [p for p in prompts for _ in range(args.num_seeds)]
     report = {}
     for k, s in enumerate(args.step_targets):
-        pixels = pixels_of(teacher.transform, data["val/pixels"][:, k], device)
+        pixels = pixels_of(teacher.transform, data["val/pixels"][:, columns_of[k]], device)
         sigma = torch.full((len(text),), sigmas[k], device=device)
         stage_model = load_model(os.path.join(stages_dir, f"step-{s}")).to(device)
         scores = {"base": teacher.score(pixels, text, torch.zeros_like(sigma)),

@@ -31,6 +31,14 @@ CONDITIONINGS = ("none", "sigma")
 MODES = ("sigma", "stages")
 
 
+SIGMA_MAX = 1e4  # zero-terminal-SNR schedules start at sigma = inf; beyond this the preview is all prediction
+
+
+def finite_sigma(sigma):
+    """`sigma` (a tensor or a number) capped at `SIGMA_MAX`, so inf reads as the noisiest level."""
+    return sigma.clamp(max=SIGMA_MAX) if torch.is_tensor(sigma) else min(float(sigma), SIGMA_MAX)
+
+
 class SigmaAdapter(nn.Module):
     """pixels `(B, 3, H, W)`, sigma `(B,)` -> pixels + conv(FiLM(conv(pixels), log1p(sigma))), zero at init."""
 
@@ -44,7 +52,7 @@ class SigmaAdapter(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, pixels, sigma):
-        angles = torch.log1p(sigma.float())[:, None] * self.frequencies  # (B, F)
+        angles = torch.log1p(finite_sigma(sigma.float()))[:, None] * self.frequencies  # (B, F)
         scale, shift = self.embed(torch.cat([angles.sin(), angles.cos()], -1)).to(pixels.dtype).chunk(2, dim=-1)
         hidden = nn.functional.silu(self.conv_in(pixels))
         hidden = nn.functional.silu(hidden * (1 + scale[:, :, None, None]) + shift[:, :, None, None])
@@ -102,7 +110,8 @@ class DistilledReward(NoiseAwareReward):
 
     def stage_of(self, sigma):
         """Index of the checkpoint whose sigma is nearest in log(sigma) (clean images go to the least noisy)."""
-        distance = lambda s: abs(math.log(max(float(sigma), 1e-6)) - math.log(max(s, 1e-6)))  # noqa: E731
+        level = lambda s: math.log(max(finite_sigma(s), 1e-6))  # noqa: E731
+        distance = lambda s: abs(level(sigma) - level(s))  # noqa: E731
         return min(range(len(self.stage_sigmas)), key=lambda i: (distance(self.stage_sigmas[i]), i))
 
     def score(self, pixels, prompts, sigma):
