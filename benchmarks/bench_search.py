@@ -467,7 +467,8 @@ def plot(path, result):
     """Reward vs budget (held-out, offline) and Kendall tau vs step, drawn with PIL."""
     from PIL import Image, ImageDraw
 
-    colors = [(0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
+    colors = [(0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+              (140, 86, 75), (227, 119, 194)]
     image = Image.new("RGB", (1100, 460), "white")
     draw = ImageDraw.Draw(image)
 
