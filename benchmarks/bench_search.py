@@ -1,6 +1,6 @@
 """Seed search on the shapes world: best-of-N against TTSnap pruning, offline and online (evidence for issue 6).
 
-    python benchmarks/bench_search.py --output runs/bench_search/results.json
+    python benchmarks/bench_search.py --num_candidates 32 --output benchmarks/results/bench_search.json
     python benchmarks/bench_search.py --noise_aware_path runs/naj/noise-aware --output runs/bench_search/na.json
     python benchmarks/bench_search.py --tiny --output /tmp/bench_search_tiny.json   # random weights, seconds
 
@@ -9,7 +9,8 @@ them calibrates (grid search of pruning schedules), the second half reports. Ste
 
 1. Record a trajectory table once (`record_table`): for every prompt, `--num_candidates` seeds run to the end; the
    x0 preview of every step is scored by the clean judge as if clean (`base`, TTSnap's un-tuned baseline) and, when
-   a noise-aware judge is given, by it too (`noise-aware`); the final image by the clean judge.
+   a noise-aware judge is given, by it too (`noise-aware` for its sigma model, `noise-aware-stages` for its
+   per-stage checkpoints; `--noise_aware_mode`); the final image by the clean judge.
 2. Grid-search pruning schedules on the calibration half (`grid_search`, one per preview reward), among those whose
    N0 fits the recorded pool at every budget.
 3. On the held-out half, at every budget of the grid (whole multiples of one best-of-N candidate's cost, from 2 up
@@ -25,10 +26,10 @@ Costs: one candidate step is 2 NFE under CFG; one reward call (decode + judge of
 NFE-equivalents. Seconds: online runs are measured; offline arms carry an estimate from the recording's measured
 seconds per NFE and per scored image.
 
-Runtime at the defaults (64 prompts x 16 seeds x 20 steps, CFG 5): recording is 20,480 candidate-steps (40,960
-UNet rows) plus 20,480 decode + judge calls, about 2-4 minutes on 2 CPU cores; the grid search and the offline
-evaluation take well under a minute; the online runs (4 prompts x 3 arms, 5 arms with a noise-aware judge) about
-10-30 s. Output: a printed table, `--output` JSON and a PNG plot (`--plot`, default next to the JSON).
+Runtime with `--num_candidates 32` (64 prompts x 32 seeds x 20 steps, CFG 5, both noise-aware forms): recording
+81,920 NFE plus 40,960 decoded previews, each scored by three judges, took 7.6 minutes on 2 CPU cores; the grid
+search (1,661 schedules per preview reward) 2.5 s each; the online runs (4 prompts x 7 arms) about 40 s.
+Output: a printed table, `--output` JSON and a PNG plot (`--plot`, default next to the JSON).
 """
 
 import argparse
