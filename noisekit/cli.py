@@ -268,6 +268,9 @@ def main(argv=None):
     except (UserError, ValueError, FileNotFoundError) as error:
         print(f"noisekit {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout stopped early (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return status if isinstance(status, int) else 0
 
 
