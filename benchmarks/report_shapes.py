@@ -63,6 +63,10 @@ def quality_rows(name, label):
     return rows
 
 
+def duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
+
+
 def library_row():
     """The library is built, not trained: its row comes from its manifest and shard records."""
     folder = os.path.join(ASSETS, LIBRARY)
@@ -75,7 +79,7 @@ def library_row():
     return [f"| `{LIBRARY}` | NoiseQuery library of shapes-t2i: seeds, checksums and features "
             f"({', '.join(manifest['extractors'])}) of each seed's posterior (empty prompt, "
             f"{manifest['posterior']['num_inference_steps']} DDIM steps); built by `noisekit library build` | "
-            f"{entries} seeds | {seconds / 60:.0f} min | {size_mb(folder):.1f} MB |"]
+            f"{entries} seeds | {duration(seconds)} | {size_mb(folder):.1f} MB |"]
 
 
 def main():
@@ -91,7 +95,7 @@ def main():
             continue
         record = load(os.path.join(folder, "TRAINING.json"))
         lines.append(f"| `{name}` | {DESCRIPTIONS[name]} | {record.get('steps')} | "
-                     f"{record.get('train_seconds', 0) / 60:.0f} min | {size_mb(folder):.1f} MB |")
+                     f"{duration(record.get('train_seconds', 0))} | {size_mb(folder):.1f} MB |")
     lines += library_row()
     vae_record = os.path.join(ASSETS, "shapes-t2i-eps", "vae", "TRAINING.json")
     vae = load(vae_record) if os.path.exists(vae_record) else None
