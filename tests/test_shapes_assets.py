@@ -126,3 +126,14 @@ def test_library_asset_holds_ten_thousand_seeds_of_shapes_t2i():
     assert len(set(result.seeds)) == 4
     noise = library.noise(result.seeds, pipe)  # each verified against its stored checksum
     assert noise.shape == (4, 4, 16, 16) and result.recipes[0].replay().equal(noise[:1])
+
+
+def test_shipped_assets_are_named_on_the_command_line(tmp_path, capsys):
+    assert main(["library", "info", "shapes-library", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == 10_000
+    out = tmp_path / "out"
+    assert main(["generate", "a red circle", "--library", "shapes-library", "--attribute", "brightness=low",
+                 "--npnet", "shapes-npnet", "--num_images", "2", "--steps", "4", "--output_dir", str(out),
+                 "--quiet"]) == 0
+    record = json.loads((out / "results.json").read_text())["images"][0]
+    assert record["seed"] < 10_000 and [t["name"] for t in record["recipe"]["transforms"]] == ["npnet"]
