@@ -138,7 +138,8 @@ def load_models(args, workdir):
             with torch.no_grad():  # the adapter starts at zero (= the teacher); make it differ from the base
                 student.adapter.conv_out.weight.normal_(0, 0.05)
             student.save_pretrained(os.path.join(workdir, "noise-aware"))
-            naj = {NOISE_AWARE: load_reward("noise-aware", path=os.path.join(workdir, "noise-aware")).to(device).eval()}
+            naj = {NOISE_AWARE: load_reward("noise-aware", path=os.path.join(workdir, "noise-aware")).to(device)
+                   .eval()}
         return pipe, judge, naj or {}, {"model": "tiny_sd_pipeline (random)", "judge": "ShapesJudge (random)",
                                         "noise_aware": "random sigma adapter" if naj else None}
 

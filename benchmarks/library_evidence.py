@@ -1,6 +1,6 @@
 """NoiseQuery on the shapes world: does retrieved noise give the attribute a prompt leaves unstated?
 
-    python benchmarks/library_evidence.py --library assets/shapes-library --output benchmarks/results/library_evidence.json
+    python benchmarks/library_evidence.py --output benchmarks/results/library_evidence.json
 
 Prompts are the shapes world's held-out one-object captions (never in any training set) that leave an attribute
 unstated; the target asks for it:
@@ -115,7 +115,8 @@ def main(args):
             for arm, noise in (("retrieved", library.noise(seeds, pipe)), ("random", seed_noise(pipe, randoms))):
                 hits[arm] += [SUCCESS[target](read_image(im)) for im in images_of(pipe, prompt, noise, args)]
         targets[target] = {"prompts": len(rows), "images_per_arm": len(hits["random"]),
-                           "example": {"prompt": rows[0][0], "retrieval_text": rows[0][1], "attributes": list(rows[0][2])},
+                           "example": {"prompt": rows[0][0], "retrieval_text": rows[0][1],
+                                       "attributes": list(rows[0][2])},
                            **{f"{arm}_success": round(float(np.mean(v)), 4) for arm, v in hits.items()}}
         print(target, json.dumps(targets[target]), flush=True)
 

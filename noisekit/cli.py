@@ -68,8 +68,8 @@ def add_sampling_flags(parser):
     library.add_argument("--attribute", action="append", default=[], metavar="NAME=VALUE",
                          help="attribute target for --library, e.g. brightness=high, color=red (repeatable)")
     golden = parser.add_argument_group("golden noise (NPNet)")
-    golden.add_argument("--npnet", default=None,
-                        help="NPNet: an official .pth/.safetensors file or a saved folder; shapes-npnet is the shipped one")
+    golden.add_argument("--npnet", default=None, help="NPNet: an official .pth/.safetensors file or a saved folder "
+                                                      "(shapes-npnet is the shipped one)")
     golden.add_argument("--npnet_resize", action="store_true",
                         help="allow latents of another size than the NPNet's (Gaussian-preserving resize)")
     nlg = parser.add_argument_group("noise level guidance")
@@ -175,13 +175,8 @@ def run_replay(args):
 
     from .replay import replay_results
 
-    npnet = None
-    if args.npnet:
-        from .models import load_pipeline
-
-        npnet = load_npnet(args.npnet, load_pipeline(args.model, args.device), args.npnet_resize)
     with tqdm(desc="prompts", disable=args.quiet) as progress:
-        report = replay_results(args.results, args.output_dir, npnet=npnet, device=args.device, progress=progress)
+        report = replay_results(args.results, args.output_dir, args.npnet, args.device, progress)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -228,8 +223,6 @@ def build_parser():
     replay.add_argument("results", help="results.json written by noisekit generate or search")
     replay.add_argument("--output_dir", default=None, help="where the replayed images go (default: replay/ beside it)")
     replay.add_argument("--npnet", default=None, help="the NPNet of golden-noise recipes (default: the recorded path)")
-    replay.add_argument("--npnet_resize", action="store_true")
-    replay.add_argument("--model", default=None, help="only with --npnet: the pipeline it is checked against")
     replay.add_argument("--device", default=None)
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.add_argument("--quiet", action="store_true")

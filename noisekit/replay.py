@@ -34,12 +34,12 @@ def uses_transform(records, name):
 
 
 @torch.no_grad()
-def replay_results(path, output_dir=None, npnet=None, device=None, progress=None):
+def replay_results(path, output_dir=None, npnet_path=None, device=None, progress=None):
     """Regenerate every finished image of the `results.json` at `path` into `output_dir` (default: `replay/`
     beside it).
 
     Args:
-        npnet: a loaded `NoisePromptNet` for recipes with golden noise (default: the settings' `npnet` path).
+        npnet_path: the NPNet of recipes with golden noise, if it moved (default: the path the settings record).
 
     Returns:
         `{"images", "identical", "max_pixel_difference", "output_dir", "mismatches": [file, ...]}`; an image is
@@ -62,11 +62,14 @@ def replay_results(path, output_dir=None, npnet=None, device=None, progress=None
     if settings.get("scheduler") not in (None, type(pipe.scheduler).__name__):
         raise ValueError(f"the results were sampled with {settings['scheduler']}, this pipeline has "
                          f"{type(pipe.scheduler).__name__}.")
-    if npnet is None and uses_transform(records, "npnet"):
-        if not settings.get("npnet"):
+    npnet = None
+    if uses_transform(records, "npnet"):
+        npnet_path = npnet_path or settings.get("npnet")
+        if not npnet_path:
             raise ValueError("the recipes use golden noise but the settings name no NPNet; pass --npnet PATH.")
-        npnet = load_npnet(settings["npnet"], pipe, any(s["params"].get("resize") for r in records
-                                                      for s in r["recipe"]["transforms"] if s["name"] == "npnet"))
+        resize = any(s["params"].get("resize") for r in records for s in r["recipe"]["transforms"]
+                     if s["name"] == "npnet")
+        npnet = load_npnet(npnet_path, pipe, resize)
     os.makedirs(output_dir, exist_ok=True)
     report = {"images": 0, "identical": 0, "max_pixel_difference": 0, "output_dir": output_dir, "mismatches": []}
     for prompt_index in dict.fromkeys(r["prompt_index"] for r in records):

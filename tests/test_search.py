@@ -385,7 +385,8 @@ def test_ranking_loss_rewards_the_order_within_each_prompt(tmp_path, model_dir, 
     assert script.pairwise_loss(ordered, labels, 3, 0.05) < script.pairwise_loss(reversed_, labels, 3, 0.05)
     # a shift of one prompt's scores changes nothing: only the order inside a prompt counts
     shifted = ordered + torch.tensor([5.0, 5.0, 5.0, 0.0, 0.0, 0.0])
-    assert torch.allclose(script.pairwise_loss(shifted, labels, 3, 0.05), script.pairwise_loss(ordered, labels, 3, 0.05))
+    loss = lambda scores: script.pairwise_loss(scores, labels, 3, 0.05)  # noqa: E731
+    assert torch.allclose(loss(shifted), loss(ordered))
     argv = ["--pretrained_model_name_or_path", model_dir, "--teacher_kwargs", json.dumps({"path": judge_dirs[0]}),
             "--output_dir", str(tmp_path), "--num_prompts", "3", "--num_validation_prompts", "2", "--num_seeds", "2",
             "--num_inference_steps", "3", "--steps_per_stage", "2", "--train_batch_size", "4", "--loss", "ranking",

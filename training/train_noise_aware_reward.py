@@ -297,7 +297,8 @@ def main(args):
                 json.dump(stages, f, indent=1)
 
         record = {"teacher": args.teacher, "teacher_kwargs": args.teacher_kwargs, "data_seed": args.data_seed,
-                  "steps": step, "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
+                  "steps": step, "num_inference_steps": args.num_inference_steps,
+                  "guidance_scale": args.guidance_scale,
                   "step_targets": args.step_targets, "published_stages": args.publish_stages,
                   "published_dtype": args.publish_dtype, "sigmas": sigmas, "train_seconds": round(timer.seconds(), 1),
                   "validation": report}

@@ -6,8 +6,8 @@ The folder is found next to the package (an editable install or a source checkou
 import os
 from pathlib import Path
 
-ASSET_NAMES = ("shapes-t2i", "shapes-t2i-eps", "shapes-clip", "shapes-judge", "shapes-judge-noise-aware", "shapes-npnet",
-               "shapes-library")
+ASSET_NAMES = ("shapes-t2i", "shapes-t2i-eps", "shapes-clip", "shapes-judge", "shapes-judge-noise-aware",
+               "shapes-npnet", "shapes-library")
 PIPELINE_ASSETS = ("shapes-t2i", "shapes-t2i-eps")  # what `--model` accepts by name
 TRAINED = ASSET_NAMES[:-1]  # the library is built, not trained: its manifest is its record
 
