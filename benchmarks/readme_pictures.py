@@ -85,6 +85,7 @@ def noisequery_sheet(pipe, args):
 
 
 def search_sheet(pipe, args):
+    from noisekit.budget import CostModel
     from noisekit.rewards import load_reward
     from noisekit.sampler import Sampler
     from noisekit.search import search
@@ -97,7 +98,8 @@ def search_sheet(pipe, args):
     cells = result.candidates
     rows = [[c.image for c in cells[:8]], [c.image for c in cells[8:]]]
     labels = [[cell_label(c) for c in cells[:8]], [cell_label(c) for c in cells[8:]]]
-    title = f"TTSnap, 16 candidates, cost {result.cost} NFE (best-of-16: {16 * (2 * args.steps + 1)})"
+    cost = CostModel.for_sampler(sampler)
+    title = f"TTSnap, 16 candidates, cost {result.cost} NFE (best-of-16: {cost.total(*cost.best_of_n(16))})"
     return labelled_grid(rows, [f"{title}: {prompt}", "x = pruned at the previewed stage, * = chosen"], labels)
 
 

@@ -238,14 +238,16 @@ def build_parser():
     return parser
 
 
+SHIPPED = {"library": "shapes-library", "npnet": "shapes-npnet"}  # flag -> the asset its name may stand for
+
+
 def resolve_assets(args):
     """`--library shapes-library`, `--npnet shapes-npnet`: a shipped asset's name stands for its folder."""
-    from .shapes.assets import ASSET_NAMES, asset_path
+    from .shapes.assets import asset_path
 
-    for name in ("library", "npnet"):
-        value = getattr(args, name, None)
-        if value in ASSET_NAMES and not os.path.exists(value):
-            setattr(args, name, str(asset_path(value)))
+    for flag, asset in SHIPPED.items():
+        if getattr(args, flag, None) == asset and not os.path.exists(asset):
+            setattr(args, flag, str(asset_path(asset)))
 
 
 def main(argv=None):

@@ -137,3 +137,13 @@ def test_shipped_assets_are_named_on_the_command_line(tmp_path, capsys):
                  "--quiet"]) == 0
     record = json.loads((out / "results.json").read_text())["images"][0]
     assert record["seed"] < 10_000 and [t["name"] for t in record["recipe"]["transforms"]] == ["npnet"]
+
+
+def test_search_prunes_with_the_shipped_noise_aware_judge(tmp_path):
+    out = tmp_path / "search"
+    assert main(["search", "a red circle on a black background", "--strategy", "ttsnap", "--preview_reward",
+                 "shapes-judge-noise-aware", "--num_candidates", "10", "--output_dir", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["preview_rewards"] == "shapes-judge-noise-aware"
+    assert results["prompts"][0]["counts"] == [10, 4, 2, 1]  # the paper's default keep ratios
+    assert sum(c["best"] for c in results["candidates"]) == 1
