@@ -196,7 +196,8 @@ def test_hps_loads_the_official_checkpoint_layout(tmp_path, clip_dir, version, f
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{clip_dir}")
     path = tmp_path / filename  # the released layout: a pickle of {"state_dict": full open_clip state dict}
     torch.save({"state_dict": model.state_dict()}, path)
-    reward = load_reward(version, path=str(path), model_name=f"local-dir:{config_dir}", batch_size=2)
+    reward = load_reward(version, path=str(path), model_name=f"local-dir:{config_dir}", batch_size=2,
+                         preprocess="ttsnap")  # open_clip's centre crop; the official letterbox: test_rewards_official
     images = pil_images(3)
     expected = open_clip_cosine(model.eval(), open_clip.get_tokenizer(f"local-dir:{clip_dir}"), preprocess, images,
                                 PROMPTS)

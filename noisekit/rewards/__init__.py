@@ -4,7 +4,8 @@
 |---|---|---|---|
 | `clip` | open_clip, any architecture | pretrained tag or file | cosine, or 100 cos, or 2.5 max(cos, 0) |
 | `pickscore` | CLIP ViT-H/14 (transformers) | `yuvalkirstain/PickScore_v1` | about 100 cos, ~18-24 |
-| `hpsv2`, `hpsv2.1` | open_clip ViT-H-14 | `xswu/HPSv2` `HPS_v2*_compressed.pt` | cosine, ~0.2-0.35 |
+| `hpsv2`, `hpsv2.1` | open_clip ViT-H-14, letterbox | `xswu/HPSv2` `HPS_v2*_compressed.pt` | cosine, ~0.2-0.35 |
+| `hpsv2-ttsnap`, `hpsv2.1-ttsnap` | the same, TTSnap's centre crop | the same | the same |
 | `aesthetic` | MLP on CLIP ViT-L/14 | `sac+logos+ava1-l14-linearMSE.pth` | AVA 1-10 |
 | `imagereward` | BLIP + MLP (transformers) | `THUDM/ImageReward` `ImageReward.pt` | normalised, ~N(0, 1) |
 | `shapes-judge` | `ShapesJudge` | `assets/shapes-judge` | probability, [0, 1] |
@@ -16,7 +17,7 @@ Every reward is called as `reward(images, prompts) -> (B,)` (see `noisekit.rewar
 from .aesthetic import load_aesthetic
 from .base import ImageTransform, NoiseAwareReward, Reward, ignore_sigma
 from .clip import load_clip, load_hps
-from .combine import RewardEnsemble, combine_scores, normalize_scores
+from .combine import RewardEnsemble, combine_scores, normalize_scores, rank_sum, top_positions
 from .imagereward import load_imagereward
 from .pickscore import load_pickscore
 from .shapes import load_shapes_clip_reward, load_shapes_judge_reward
@@ -26,6 +27,8 @@ _REWARDS = {
     "pickscore": load_pickscore,
     "hpsv2": lambda **kwargs: load_hps("hpsv2", **kwargs),
     "hpsv2.1": lambda **kwargs: load_hps("hpsv2.1", **kwargs),
+    "hpsv2-ttsnap": lambda **kwargs: load_hps("hpsv2", preprocess="ttsnap", **kwargs),
+    "hpsv2.1-ttsnap": lambda **kwargs: load_hps("hpsv2.1", preprocess="ttsnap", **kwargs),
     "aesthetic": load_aesthetic,
     "imagereward": load_imagereward,
     "shapes-judge": load_shapes_judge_reward,
@@ -75,5 +78,5 @@ from . import noise_aware  # noqa: E402,F401  (registers `noise-aware` and `shap
 __all__ = [
     "ImageTransform", "NoiseAwareReward", "Reward", "RewardEnsemble", "add_reward", "combine_scores", "ignore_sigma",
     "list_rewards", "load_aesthetic", "load_clip", "load_hps", "load_imagereward", "load_pickscore", "load_reward",
-    "load_shapes_clip_reward", "load_shapes_judge_reward", "normalize_scores",
+    "load_shapes_clip_reward", "load_shapes_judge_reward", "normalize_scores", "rank_sum", "top_positions",
 ]

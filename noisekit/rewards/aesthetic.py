@@ -62,7 +62,7 @@ class AestheticReward(Reward):
         return self.mlp(features.to(self.mlp.layers[0].weight.dtype))
 
 
-def load_aesthetic(path=None, clip_model="ViT-L-14", clip_pretrained="openai", batch_size=16):
+def load_aesthetic(path=None, clip_model="ViT-L-14", clip_pretrained="openai", batch_size=16, *, quick_gelu=None):
     """The `aesthetic` reward (Schuhmann et al., LAION "improved aesthetic predictor", v2).
 
     Expects the checkpoint `sac+logos+ava1-l14-linearMSE.pth` (trained on SAC + LOGOS + AVA with MSE, for OpenAI
@@ -71,12 +71,14 @@ def load_aesthetic(path=None, clip_model="ViT-L-14", clip_pretrained="openai", b
     `camenduru/improved-aesthetic-predictor` (same file name, the default) and `trl-lib/ddpo-aesthetic-predictor`
     (`aesthetic-model.pth`, pass it as `path=`). The `...-linearMAE.pth` and ViT-B/32 variants are different
     models; the ViT-B/32 one fails here with a width mismatch. Preprocessing: OpenAI CLIP's (224, bicubic,
-    centre crop, OpenAI mean/std) through open_clip.
+    centre crop, OpenAI mean/std) through open_clip. Activation: QuickGELU, as in OpenAI's `clip` package the
+    predictor was trained with (open_clip's `ViT-L-14` config alone would give GELU).
 
     Args:
         path (`str`, *optional*): the MLP checkpoint; by default looked up in the Hugging Face cache.
         clip_model, clip_pretrained (`str`): the open_clip image tower the MLP was trained on (OpenAI ViT-L/14).
         batch_size (`int`): images per forward pass.
+        quick_gelu (`bool`, *optional*): the tower's activation; see `load_open_clip` (default: the tag's).
 
     Examples:
         >>> reward = load_reward("aesthetic", path="ckpts/sac+logos+ava1-l14-linearMSE.pth")
@@ -84,7 +86,7 @@ def load_aesthetic(path=None, clip_model="ViT-L-14", clip_pretrained="openai", b
     """
     path = resolve_file("aesthetic", path, AESTHETIC_REPO, AESTHETIC_FILE)
     mlp = PreferenceMLP.from_state_dict(load_official_state_dict(path))
-    clip_model, _ = load_open_clip("aesthetic", clip_model, clip_pretrained)
+    clip_model, _ = load_open_clip("aesthetic", clip_model, clip_pretrained, quick_gelu=quick_gelu)
     width = getattr(clip_model.visual, "output_dim", None)
     if width != mlp.layers[0].in_features:
         raise ValueError(f"reward 'aesthetic': the MLP in {path} reads {mlp.layers[0].in_features}-d embeddings but "

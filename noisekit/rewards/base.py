@@ -19,23 +19,31 @@ from torchvision.transforms import InterpolationMode
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, used by most reward models
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _INTERPOLATIONS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
-_RESIZE_MODES = ("shortest", "squash")
+_RESIZE_MODES = ("shortest", "squash", "longest")
+_CROP_ROUNDINGS = ("round", "floor")
 
 
 @dataclass(frozen=True)
 class ImageTransform:
-    """Resize, centre-crop and normalise images to the `(B, 3, size, size)` pixels a reward model reads.
+    """Resize, crop or pad, and normalise images to the `(B, 3, size, size)` pixels a reward model reads.
 
-    PIL images go through PIL's own resampling (as `torchvision.transforms.Resize` on a PIL image does, which is
-    what open_clip, CLIP and BLIP preprocess with); tensors in [0, 1] are resized on their device with antialiasing
-    and clamped to [0, 1], which matches the PIL path up to rounding.
+    `"shortest"` and `"squash"`: PIL images go through PIL's own resampling (as `torchvision.transforms.Resize` on
+    a PIL image does, which is what open_clip, CLIP and BLIP preprocess with); tensors in [0, 1] are resized on
+    their device with antialiasing and clamped to [0, 1], which matches the PIL path up to rounding.
+    `"longest"` (the letterbox of the `hpsv2` package) works on float pixels for both: PIL images are converted to
+    [0, 1] tensors first, resized with antialiasing and not clamped, as the official transform does.
 
     Args:
         size (`int`): side of the square input.
         mean, std (`tuple[float]`): per-channel normalisation applied after scaling to [0, 1].
         interpolation (`str`): `"bicubic"` or `"bilinear"`.
-        resize_mode (`str`): `"shortest"` (shortest side to `size`, then centre crop) or `"squash"` (to
-            `size x size`, ignoring the aspect ratio).
+        resize_mode (`str`): `"shortest"` (shortest side to `size`, then centre crop), `"squash"` (to
+            `size x size`, ignoring the aspect ratio) or `"longest"` (longest side to `size`, rounded, then padded
+            with `fill` to a square, the extra pixel of an odd padding going right / bottom).
+        crop_rounding (`str`): where the centre crop starts when the margin is odd: `"round"` (torchvision's
+            `CenterCrop`: `round(margin / 2)`, halves to even, so 75 -> 38) or `"floor"` (transformers'
+            `CLIPImageProcessor`: `margin // 2`, so 75 -> 37).
+        fill (`float`): the `"longest"` padding value in [0, 1] pixel units, before normalisation.
     """
 
     size: int
@@ -43,27 +51,57 @@ class ImageTransform:
     std: tuple = CLIP_STD
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
+    crop_rounding: str = "round"
+    fill: float = 0.0
 
     def __post_init__(self):
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"`interpolation` must be one of {tuple(_INTERPOLATIONS)}, got {self.interpolation!r}.")
         if self.resize_mode not in _RESIZE_MODES:
             raise ValueError(f"`resize_mode` must be one of {_RESIZE_MODES}, got {self.resize_mode!r}.")
+        if self.crop_rounding not in _CROP_ROUNDINGS:
+            raise ValueError(f"`crop_rounding` must be one of {_CROP_ROUNDINGS}, got {self.crop_rounding!r}.")
+
+    def _center_crop(self, image):
+        if self.crop_rounding == "round":
+            return TF.center_crop(image, self.size)
+        _, height, width = TF.get_dimensions(image)
+        return TF.crop(image, (height - self.size) // 2, (width - self.size) // 2, self.size, self.size)
 
     def _resize_crop(self, image, **kwargs):
         mode = _INTERPOLATIONS[self.interpolation]
         if self.resize_mode == "squash":
             return TF.resize(image, [self.size, self.size], interpolation=mode, **kwargs)
-        return TF.center_crop(TF.resize(image, self.size, interpolation=mode, **kwargs), self.size)
+        return self._center_crop(TF.resize(image, self.size, interpolation=mode, **kwargs))
+
+    def _letterbox(self, pixels):
+        """Float `(..., 3, H, W)` -> `(..., 3, size, size)`: longest side to `size`, then padded."""
+        height, width = pixels.shape[-2:]
+        scale = self.size / max(height, width)
+        new_height, new_width = round(height * scale), round(width * scale)  # Python's round, as hpsv2's
+        if (new_height, new_width) != (height, width):
+            pixels = TF.resize(pixels, [new_height, new_width], interpolation=_INTERPOLATIONS[self.interpolation],
+                               antialias=True)
+        # hpsv2 skips the padding when the longest side is already `size`, leaving a non-square input the
+        # model cannot read; padding always gives the only result that runs
+        pad_h, pad_w = self.size - new_height, self.size - new_width
+        return TF.pad(pixels, [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2], fill=self.fill)
+
+    def _pixels(self, images, device):
+        """`(B, 3, size, size)` float32 in [0, 1] (the letterbox may overshoot slightly, as hpsv2's does)."""
+        if self.resize_mode == "longest":
+            if isinstance(images, torch.Tensor):
+                return self._letterbox(images.to(device, torch.float32))
+            return torch.stack([self._letterbox(TF.pil_to_tensor(image.convert("RGB")).to(device, torch.float32)
+                                                / 255) for image in images])
+        if isinstance(images, torch.Tensor):
+            return self._resize_crop(images.to(device, torch.float32), antialias=True).clamp(0, 1)
+        pixels = torch.stack([TF.pil_to_tensor(self._resize_crop(image.convert("RGB"))) for image in images])
+        return pixels.to(device, torch.float32) / 255
 
     def __call__(self, images, device=None, dtype=torch.float32):
         """`images` (list of PIL images or `(B, 3, H, W)` in [0, 1]) -> normalised `(B, 3, size, size)`."""
-        if isinstance(images, torch.Tensor):
-            pixels = self._resize_crop(images.to(device, torch.float32), antialias=True).clamp(0, 1)
-        else:
-            pixels = torch.stack([TF.pil_to_tensor(self._resize_crop(image.convert("RGB"))) for image in images])
-            pixels = pixels.to(device, torch.float32) / 255
-        return TF.normalize(pixels, self.mean, self.std).to(dtype)
+        return TF.normalize(self._pixels(images, device), self.mean, self.std).to(dtype)
 
 
 def check_images(images):

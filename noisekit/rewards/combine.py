@@ -37,6 +37,41 @@ def _zscores(values):
     return torch.zeros_like(values) if spread == 0 else (values - values.mean()) / spread
 
 
+def _integer_ranks(values):
+    """Ranks along the last axis, 0 = lowest, ties averaged (half-integers, so sums of them are exact)."""
+    below = (values[..., None, :] < values[..., :, None]).sum(-1).double()
+    equal = (values[..., None, :] == values[..., :, None]).sum(-1).double()
+    return below + (equal - 1) / 2
+
+
+def rank_sum(scores):
+    """One float64 score per candidate from `{name: (..., n)}` (last axis: candidates): the raw scores of a lone
+    reward, else the mean over rewards of each candidate's rank in [0, 1] (0 = worst, ties averaged), which
+    orders candidates as TTSnap's sum of ranks does. Leading axes are independent groups (prompts).
+
+    The ranks are summed as exact half-integers and divided once, so candidates with equal rank sums get equal
+    scores (dividing each rank by `n - 1` first would leave rounding residue that breaks such ties arbitrarily).
+    """
+    values = [torch.as_tensor(v).double() for v in scores.values()]
+    shapes = {name: tuple(v.shape) for name, v in zip(scores, values)}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"`scores` must hold one shape for every reward, got {shapes}.")
+    if len(values) == 1:
+        return values[0]
+    n = values[0].shape[-1]
+    if n == 1:
+        return torch.full_like(values[0], 0.5)
+    total = sum(_integer_ranks(v) for v in values)
+    return total / ((n - 1) * len(values))
+
+
+def top_positions(values, count):
+    """Positions (along the last axis) of the `count` highest `values`, ties to the earlier position, in position
+    order; `(..., count)` long tensor."""
+    order = torch.sort(torch.as_tensor(values), dim=-1, descending=True, stable=True).indices
+    return order[..., :count].sort(dim=-1).values
+
+
 def normalize_scores(scores, prompts=None, method="rank"):
     """One reward's `(B,)` scores made comparable across rewards, within each prompt's candidates.
 

@@ -18,7 +18,10 @@ def embedding(output):
 
 
 def processor_transform(image_processor):
-    """The `ImageTransform` of a CLIP image processor's settings (shortest side, centre crop, mean/std)."""
+    """The `ImageTransform` of a CLIP image processor's settings (shortest side, centre crop, mean/std).
+
+    The processor starts the crop at `margin // 2`, where torchvision's `CenterCrop` rounds `margin / 2` (37.5 ->
+    38), so the transform floors too (`crop_rounding="floor"`)."""
     size, crop = dict(image_processor.size), dict(image_processor.crop_size)
     shortest, crop_side = size.get("shortest_edge"), crop.get("height")
     if shortest is None or shortest != crop_side or crop.get("width") != crop_side:
@@ -27,7 +30,8 @@ def processor_transform(image_processor):
     resample = {3: "bicubic", 2: "bilinear"}.get(int(image_processor.resample))
     if resample is None:
         raise ValueError(f"unsupported CLIP processor resample {image_processor.resample!r} (bicubic or bilinear).")
-    return ImageTransform(crop_side, tuple(image_processor.image_mean), tuple(image_processor.image_std), resample)
+    return ImageTransform(crop_side, tuple(image_processor.image_mean), tuple(image_processor.image_std), resample,
+                          crop_rounding="floor")
 
 
 class PickScoreReward(Reward):
