@@ -15,7 +15,7 @@ import time
 import torch
 
 from noisekit import sample, seed_noise
-from noisekit.models import load_pipeline
+from noisekit.sources import load_pipeline
 
 
 def parse_args(input_args=None):
@@ -69,7 +69,7 @@ def raw_unet_seconds(pipe, sampler_noise, prompt, steps, guidance_scale, micro_b
 @torch.no_grad()
 def main(args):
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    pipe = load_pipeline(args.model, args.device, dtype)
+    pipe = load_pipeline(args.model, device=args.device, dtype=dtype)
     device = pipe._execution_device
     seeds = list(range(args.num_candidates))
     noise = seed_noise(pipe, seeds)

@@ -42,12 +42,12 @@ import time
 
 import torch
 
-from noisekit.budget import PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
-from noisekit.calibrate import (TrajectoryTable, bon_equivalent, evaluate, expected_best_of_n, grid_search,
+from noisekit.search.budget import PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
+from noisekit.search.calibrate import (TrajectoryTable, bon_equivalent, evaluate, expected_best_of_n, grid_search,
                                 kendall_tau, omega, record_table, schedule_grid, simulate)
 from noisekit.rewards import ignore_sigma, load_reward
-from noisekit.sampler import Sampler
-from noisekit.search import best_of_n, search
+from noisekit.core.sampler import Sampler
+from noisekit.search.strategies import best_of_n, search
 from noisekit.shapes.dataset import heldout_scenes
 
 REWARD = "shapes-judge"
@@ -119,7 +119,7 @@ def log(args, *parts):
 
 def load_models(args, workdir):
     """`(pipe, judge, {preview kind: noise-aware judge} (empty without one), description)`."""
-    from noisekit.models import load_pipeline
+    from noisekit.sources import load_pipeline
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.tiny:
@@ -146,7 +146,7 @@ def load_models(args, workdir):
     model = args.model
     if not os.path.isdir(model) and model == "assets/shapes-t2i":
         model = "shapes-t2i"  # the asset, found through $NOISEKIT_ASSETS too (clear error when missing)
-    pipe = load_pipeline(model, device, torch.float32)
+    pipe = load_pipeline(model, device=device, dtype=torch.float32)
     judge_kwargs = {"path": args.judge_path} if args.judge_path else {}
     judge = load_reward(REWARD, **judge_kwargs).to(device).eval()
     naj, source = None, None
@@ -338,7 +338,7 @@ def taus(table, kind):
 def online(args, pipe, judge, naj, prompts, arms, budget, table_held, seeds):
     """One online run per arm on `prompts` (held-out rows 0.. of `table_held`), at `budget`, timed."""
     with torch.no_grad():
-        sampler = Sampler(pipe, prompts, args.steps, args.guidance_scale)
+        sampler = Sampler(pipe, prompts, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
     rewards = {REWARD: judge}
     out = {}
     for name, (kind, schedule) in arms.items():
@@ -530,7 +530,7 @@ def main(args):
               f"({len(prompts) * len(seeds) * args.steps} candidate-steps, previews: "
               f"{' + '.join([BASE, *naj])})")
     with torch.no_grad():
-        sampler = Sampler(pipe, prompts, args.steps, args.guidance_scale)
+        sampler = Sampler(pipe, prompts, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
     table, record_timing = record(args, sampler, judge, naj, seeds)
     kinds = list(table.scores)
 

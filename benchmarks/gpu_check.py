@@ -19,10 +19,10 @@ import open_clip
 import torch
 
 from noisekit import Sampler, sample, seed_noise
-from noisekit.npnet import NoisePromptNet
-from noisekit.npnet_noise import golden_noise
+from noisekit.transforms.npnet import NoisePromptNet
+from noisekit.transforms.golden import golden_noise
 from noisekit.rewards.clip import ClipReward
-from noisekit.search import search
+from noisekit.search.strategies import search
 from noisekit.testing import sdxl_architecture_pipeline, tiny_sdxl_pipeline
 
 PROMPT = "a photograph of a lighthouse on a cliff at dusk"

@@ -30,7 +30,7 @@ import torch
 from noisekit import sample, seed_noise
 from noisekit.library import NoiseLibrary
 from noisekit.library.store import committed_shards
-from noisekit.models import load_pipeline
+from noisekit.sources import load_pipeline
 from noisekit.rewards import load_reward
 from noisekit.shapes.captions import parse_caption
 from noisekit.shapes.dataset import heldout_scenes
@@ -101,7 +101,7 @@ def folder_bytes(path):
 @torch.no_grad()
 def main(args):
     began = time.time()
-    pipe = load_pipeline(args.model, "cpu", torch.float32)
+    pipe = load_pipeline(args.model, device="cpu", dtype=torch.float32)
     library = NoiseLibrary.load(args.library)
     judge = load_reward("shapes-judge")
     pairs = one_object(heldout_scenes(200))

@@ -15,7 +15,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from noisekit import apply_nlg, sample, seed_noise
-from noisekit.recipe import seed_recipes
+from noisekit.core.recipe import seed_recipes
 from noisekit.shapes.dataset import heldout_scenes
 from noisekit.shapes.judge import ShapesJudge, judge_reward
 from shapes_quality import report, to_pixels  # noqa: E402  (the sibling script; run from benchmarks/ or the root)

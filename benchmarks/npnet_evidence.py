@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from noisekit import sample, seed_noise
-from noisekit.models import load_pipeline
-from noisekit.npnet import NoisePromptNet
-from noisekit.npnet_noise import apply_npnet
-from noisekit.recipe import seed_recipes
+from noisekit.sources import load_pipeline
+from noisekit.transforms.npnet import NoisePromptNet
+from noisekit.transforms.golden import apply_npnet
+from noisekit.core.recipe import seed_recipes
 from noisekit.rewards import load_reward
 from noisekit.shapes.dataset import heldout_scenes
 from shapes_quality import report  # noqa: E402  (the sibling script)
@@ -77,7 +77,7 @@ def overhead(pipe, npnet, args):
 @torch.no_grad()
 def main(args):
     began = time.time()
-    pipe = load_pipeline(args.model, "cpu", torch.float32)
+    pipe = load_pipeline(args.model, device="cpu", dtype=torch.float32)
     npnet = NoisePromptNet.from_pretrained(args.npnet).eval()
     judge = load_reward("shapes-judge")
     prompts = [s.caption for s in heldout_scenes(args.num_prompts)]

@@ -19,8 +19,8 @@ import torch
 
 from noisekit import apply_nlg, sample, seed_noise
 from noisekit.grid import labelled_grid
-from noisekit.models import load_pipeline
-from noisekit.recipe import seed_recipes
+from noisekit.sources import load_pipeline
+from noisekit.core.recipe import seed_recipes
 from noisekit.shapes.assets import asset_path
 
 SEEDS = list(range(6))
@@ -57,8 +57,8 @@ def nlg_sheet(eps, args):
 
 
 def npnet_sheet(pipe, args):
-    from noisekit.npnet import NoisePromptNet
-    from noisekit.npnet_noise import apply_npnet
+    from noisekit.transforms.npnet import NoisePromptNet
+    from noisekit.transforms.golden import apply_npnet
 
     npnet = NoisePromptNet.from_pretrained(asset_path("shapes-npnet")).eval()
     prompt = "a green cross to the left of a red square on a white background"
@@ -85,14 +85,14 @@ def noisequery_sheet(pipe, args):
 
 
 def search_sheet(pipe, args):
-    from noisekit.budget import CostModel
+    from noisekit.search.budget import CostModel
     from noisekit.rewards import load_reward
-    from noisekit.sampler import Sampler
-    from noisekit.search import search
-    from noisekit.search_cli import cell_label
+    from noisekit.core.sampler import Sampler
+    from noisekit.search.strategies import search
+    from noisekit.cli.search import cell_label
 
     prompt = "a small purple triangle in the top left on a beige background"
-    sampler = Sampler(pipe, [prompt], args.steps, args.guidance_scale)
+    sampler = Sampler(pipe, [prompt], num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
     result = search(sampler, 0, {"shapes-judge": load_reward("shapes-judge")}, seeds=0, num_candidates=16,
                     preview_rewards={"shapes-judge": load_reward("shapes-judge-noise-aware")}, strategy="ttsnap")
     cells = result.candidates
@@ -106,8 +106,8 @@ def search_sheet(pipe, args):
 @torch.no_grad()
 def main(args):
     os.makedirs(args.output_dir, exist_ok=True)
-    eps = load_pipeline("shapes-t2i-eps", "cpu", torch.float32)
-    pipe = load_pipeline(None, "cpu", torch.float32)
+    eps = load_pipeline("shapes-t2i-eps", device="cpu", dtype=torch.float32)
+    pipe = load_pipeline(None, device="cpu", dtype=torch.float32)
     sheets = {"zero_snr": lambda: zero_snr_sheet(eps, pipe, args), "nlg": lambda: nlg_sheet(eps, args),
               "npnet": lambda: npnet_sheet(pipe, args), "noisequery": lambda: noisequery_sheet(pipe, args),
               "search": lambda: search_sheet(pipe, args)}

@@ -1,54 +1,44 @@
-"""Images for prompts x seeds with their recipes: what `noisekit generate` and `noisekit demo` run."""
+"""Images for prompts x seeds through a noise plan, with their recipes: what `noisekit generate` runs.
 
-import json
-import os
+The run's prompts are encoded once; each prompt's candidates go library -> golden noise -> NLG -> sampler, and
+each image's record carries its recipe, its NFE (the noise stages' included) and its seconds.
+"""
+
 import time
 
-from .noise import seed_generators
-from .plan import prepare_noise
-from .sampler import sample
+from .core.sampler import run_batches
+from .plan import NoisePlan, prepare, run_sampler
 
 
 def image_name(prompt_index, seed):
     return f"p{prompt_index:03d}_s{seed}.png"
 
 
-def generate(pipe, prompts, seeds, num_inference_steps=20, guidance_scale=5.0, guidance_rescale=0.0,
-             negative_prompt=None, micro_batch_size=None, progress=None, plan=None):
+def generate(pipe, prompts, seeds, *, num_inference_steps=20, guidance_scale=5.0, guidance_rescale=None,
+             negative_prompt=None, micro_batch_size=None, progress=None, plan=None, height=None, width=None,
+             output_type="pil"):
     """For every prompt, one image per seed (the same seeds for every prompt, so methods compare image by image).
 
-    The noise stages of `plan` (a `NoisePlan`) run in the order library -> golden noise -> NLG. Returns one
-    record per image: `{"prompt_index", "prompt", "seed", "image", "recipe", "nfe", "seconds"}` (NFE includes the
-    noise stages).
+    Returns one record per image: `{"prompt_index", "prompt", "seed", "image", "recipe", "nfe", "seconds",
+    "batch"}` (`batch`: which micro-batch of its prompt it was sampled in).
     """
+    plan = plan or NoisePlan()
+    seeds = list(seeds)
+    sampler = run_sampler(pipe, prompts, plan, num_inference_steps=num_inference_steps,
+                          guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+                          negative_prompt=negative_prompt, height=height, width=width)
     records = []
-    for prompt_index, prompt in enumerate(prompts):
+    for prompt_index, prompt in enumerate(sampler.prompts):
         began = time.perf_counter()
-        noise, recipes, stage_nfe = prepare_noise(pipe, prompt, seeds, plan)
-        used = [r.seed for r in recipes]
-        out = sample(pipe, prompt, noise, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                     guidance_rescale=guidance_rescale, negative_prompt=negative_prompt,
-                     generator=seed_generators(used, noise.shape[1:]), micro_batch_size=micro_batch_size)
-        seconds = (time.perf_counter() - began) / len(seeds)
-        for seed, image, recipe in zip(used, out.images, recipes):
-            records.append({"prompt_index": prompt_index, "prompt": prompt, "seed": seed, "image": image,
-                            "recipe": recipe.to_dict(), "nfe": (out.nfe + stage_nfe) // len(seeds),
-                            "seconds": round(seconds, 4)})
+        candidates = prepare(sampler, plan, prompt_index, seeds)
+        out = run_batches(sampler, candidates.noise, prompt_index, candidates.generators(),
+                          micro_batch_size=micro_batch_size, output_type=output_type)
+        seconds = (time.perf_counter() - began) / len(candidates)
+        nfe = (out.nfe + candidates.nfe) // len(candidates)
+        for position, (recipe, image) in enumerate(zip(candidates.recipes, out.images)):
+            records.append({"prompt_index": prompt_index, "prompt": prompt, "seed": recipe.seed, "image": image,
+                            "recipe": recipe.to_dict(), "nfe": nfe, "seconds": round(seconds, 4),
+                            "batch": position // (micro_batch_size or len(candidates))})
         if progress is not None:
             progress.update(1)
-    return records
-
-
-def write_results(records, output_dir, settings):
-    """PNGs plus `results.json` (each record names its file); written to a temporary name, then renamed."""
-    os.makedirs(output_dir, exist_ok=True)
-    rows = []
-    for record in records:
-        name = image_name(record["prompt_index"], record["seed"])
-        record["image"].save(os.path.join(output_dir, name))
-        rows.append({**{k: v for k, v in record.items() if k != "image"}, "file": name})
-    path = os.path.join(output_dir, "results.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"settings": settings, "images": rows}, f, indent=2)
-    os.replace(path + ".tmp", path)
-    return path
+    return records, sampler

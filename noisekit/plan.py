@@ -1,62 +1,187 @@
-"""A noise plan: which noise stages run, always in the order library -> golden noise -> NLG (-> search).
+"""A noise plan: the stages a run's candidates flow through, always library -> golden noise -> NLG -> sample | search.
 
-`prepare_noise` turns seeds into the noise the sampler (or a stock pipeline's `latents=`) receives, with one
-recipe per candidate; `noisekit generate` and the `noisekit.pipelines` classes both go through it, so the two
-give the same noise for the same plan.
+One definition serves the Python API, the CLI and the `noisekit.pipelines` classes. A run encodes its prompts once
+(`Sampler`); the candidates of each prompt are made once (from seeds, or from a noise library's choice of seeds)
+and each stage takes them with that conditioning and returns them (`noisekit.core.candidates.Candidates`). With a
+search stage, the candidates a budget buys are counted with the noise stages' NFE (NLG: 2 per iteration each).
 """
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 
-from .library import library_noise
-from .nlg import apply_nlg
-from .noise import seed_noise
-from .npnet_noise import apply_npnet
-from .recipe import seed_recipes
+from .core.candidates import from_recipes, from_seeds
+from .core.sampler import Sampler
+from .transforms.golden import golden_stage
+from .transforms.nlg import NLG_DEFAULTS, nfe_per_candidate, nlg_stage
+
+
+def _stage(stage_class, value, name):
+    """A typed stage from a dict of its fields (or the stage itself, or `None`)."""
+    if value is None or isinstance(value, stage_class):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"`{name}` must be a {stage_class.__name__}, a dict of its fields or None, got "
+                         f"{type(value).__name__}.")
+    fields = {f.name for f in dataclasses.fields(stage_class)}
+    unknown = set(value) - fields
+    if unknown:
+        raise ValueError(f"`{name}` has no fields {sorted(unknown)}; allowed: {sorted(fields)}.")
+    return stage_class(**value)
+
+
+@dataclass(frozen=True)
+class LibraryStage:
+    """NoiseQuery: the candidates' seeds come from a noise library. `text` defaults to the prompt (when the
+    library has CLIP features); `attributes` are `NAME=VALUE` targets; the rest as `NoiseLibrary.query`."""
+
+    path: str
+    attributes: tuple = ()
+    text: str | None = None
+    exclude: tuple = ()
+    temperature: float = 0.0
+    sample_seed: int | None = None
+    mode: str = "rerank"
+
+
+@dataclass(frozen=True)
+class NLGStage:
+    """Noise Level Guidance with the paper's defaults (see `noisekit.transforms.nlg`)."""
+
+    num_iterations: int = NLG_DEFAULTS["num_iterations"]
+    step_size: float = NLG_DEFAULTS["step_size"]
+    clip: float = NLG_DEFAULTS["clip"]
+    relative_clip: float | None = NLG_DEFAULTS["relative_clip"]
+    noise_variance: float = NLG_DEFAULTS["noise_variance"]
+    renormalize: bool = NLG_DEFAULTS["renormalize"]
+    timestep: object = NLG_DEFAULTS["timestep"]
+
+    def params(self):
+        return dataclasses.asdict(self)
+
+
+STRATEGIES = ("best_of_n", "ttsnap")
+
+
+@dataclass(frozen=True)
+class SearchStage:
+    """Seed search: the candidates of each prompt are searched and the best one is returned.
+
+    `rewards` is a reward or `{name: reward}`; give `num_candidates` or `budget` (integer NFE-equivalents, the noise
+    stages' NFE included); `schedule` is a `PruningSchedule` (TTSnap's default when `None`)."""
+
+    rewards: object
+    strategy: str = "best_of_n"
+    num_candidates: int | None = None
+    budget: int | None = None
+    schedule: object = None
+    preview_rewards: object = None
+    reward_cost: int = 1
+    formula: str = "exact"
+    micro_batch_size: int | None = None
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"`search.strategy` must be one of {STRATEGIES}, got {self.strategy!r}.")
+
+    @property
+    def pruning(self):
+        return () if self.strategy == "best_of_n" else self.schedule
 
 
 @dataclass
 class NoisePlan:
-    """Args:
-        npnet: a loaded `NoisePromptNet` (golden noise), or `None`.
-        npnet_resize: allow latents of another size than the NPNet's (Gaussian-preserving resize).
-        nlg: `None`, or a dict of `noise_level_guidance` parameters (`{}` for the paper's defaults).
-        library: `None`, or `{"path": ..., "attributes": ["NAME=VALUE", ...], "text": ...}`: the seeds come from
-            a noise library (NoiseQuery) instead of the caller's; `text` defaults to the prompt (when the library has
-            CLIP features), and the caller's seeds only say how many noises are needed.
-        search: `None`, or `{"rewards": {name: reward}, "strategy": "best_of_n" | "ttsnap", "budget": ...}`: the
-            seeds become candidates of `noisekit.search` and the best one per prompt is returned (pipelines only).
+    """Which stages run. Each stage is a typed stage or a dict of its fields.
+
+    Args:
+        library (`LibraryStage`): draw the candidates' seeds from a noise library (NoiseQuery).
+        npnet: a loaded `NoisePromptNet` (golden noise), `True` for a pipeline's own `npnet` component, or `None`.
+        npnet_resize (`bool`): allow latents of another size than the NPNet's (Gaussian-preserving resize).
+        nlg (`NLGStage`): refine each noise with Noise Level Guidance (`{}` for the paper's defaults).
+        search (`SearchStage`): search the candidates with rewards; the best one per prompt is the result.
     """
 
+    library: LibraryStage | dict | None = None
     npnet: object = None
     npnet_resize: bool = False
-    nlg: dict | None = None
-    library: dict | None = None
-    search: dict | None = field(default=None)
+    nlg: NLGStage | dict | None = None
+    search: SearchStage | dict | None = None
+
+    def __post_init__(self):
+        self.library = _stage(LibraryStage, self.library, "library")
+        self.nlg = _stage(NLGStage, self.nlg, "nlg")
+        self.search = _stage(SearchStage, self.search, "search")
+
+    def stage_nfe(self):
+        """Denoiser evaluations the noise stages spend on each candidate before sampling."""
+        return nfe_per_candidate(self.nlg.params()) if self.nlg is not None else 0
 
 
-def prepare_noise(pipe, prompt, seeds, plan=None, height=None, width=None):
-    """Seeds -> `(noise, recipes, nfe)` after the plan's stages, for one prompt.
+def replace_stage(plan, **stages):
+    """A copy of `plan` with some stages replaced (`search=SearchStage(...)`, `nlg=None`, ...)."""
+    return dataclasses.replace(plan, **stages)
 
-    The seeds actually used are the recipes' (a library chooses its own); `nfe` counts the denoiser evaluations
-    the stages spent (NLG: 2 per image per iteration; a library's were spent when it was built).
-    """
-    plan = plan or NoisePlan()
-    if plan.library is not None:
-        options = dict(plan.library)
-        unknown = set(options) - {"path", "attributes", "text", "exclude", "temperature", "sample_seed", "mode"}
-        if unknown or "path" not in options:
-            raise ValueError(f"`library` takes path (required), attributes, text, exclude, temperature, "
-                             f"sample_seed, mode; got {sorted(options)}.")
-        noise, recipes, _ = library_noise(pipe, options.pop("path"), options.pop("attributes", ()),
-                                          text=options.pop("text", None), prompt=prompt, seeds_needed=len(seeds),
-                                          height=height, width=width, **options)
-    else:
-        noise = seed_noise(pipe, seeds, height, width)
-        recipes = seed_recipes(seeds, noise.shape[1:], noise)
-    nfe = 0
+
+def run_sampler(pipe, prompts, plan, **settings):
+    """The run's `Sampler` for `plan`: prompts encoded once, with unconditional rows when NLG needs them."""
+    return Sampler(pipe, prompts, with_uncond=plan.nlg is not None, **settings)
+
+
+def choose(sampler, plan, prompt_index, seeds):
+    """The candidates of prompt `prompt_index`: the canonical noise of `seeds`, or as many seeds chosen by the
+    plan's noise library (the caller's seeds then only say how many)."""
+    seeds = list(seeds)
+    if plan.library is None:
+        return from_seeds(sampler.shape, seeds, prompt_index)
+    from .library import library_noise
+
+    stage = plan.library
+    noise, recipes, _ = library_noise(sampler.pipe, stage.path, stage.attributes, text=stage.text,
+                                      seeds_needed=len(seeds), exclude=stage.exclude, temperature=stage.temperature,
+                                      sample_seed=stage.sample_seed, mode=stage.mode, height=sampler.height,
+                                      width=sampler.width, prompt=sampler.prompts[prompt_index])
+    return from_recipes(recipes, prompt_index, noise)
+
+
+def transform(sampler, plan, candidates):
+    """The plan's transforms in order: golden noise, then NLG."""
     if plan.npnet is not None:
-        noise, recipes = apply_npnet(pipe, plan.npnet, prompt, noise, recipes, resize=plan.npnet_resize)
+        candidates = golden_stage(sampler, candidates, plan.npnet, resize=plan.npnet_resize)
     if plan.nlg is not None:
-        refined, recipes = apply_nlg(pipe, prompt, noise, recipes, **plan.nlg)
-        noise, nfe = refined.noise, refined.nfe
-    return noise, recipes, nfe
+        candidates = nlg_stage(sampler, candidates, **plan.nlg.params())
+    return candidates
+
+
+def prepare(sampler, plan, prompt_index, seeds):
+    """Candidates of one prompt after every noise stage of the plan."""
+    return transform(sampler, plan, choose(sampler, plan, prompt_index, seeds))
+
+
+def search_prompt(sampler, plan, prompt_index, seeds, output_type="pil"):
+    """The search stage on one prompt: the candidates a budget (or `num_candidates`) buys, made and transformed
+    once, then searched. Returns the `SearchResult`."""
+    from .search.strategies import as_reward_dict, plan_count, resolve_schedule, search
+
+    stage = plan.search
+    rewards = as_reward_dict(stage.rewards)
+    count = stage.num_candidates
+    if stage.budget is not None:
+        steps, keep = resolve_schedule(stage.pruning, sampler, len(rewards))
+        count = plan_count(sampler, len(rewards), budget=stage.budget, steps=steps, keep=keep,
+                           reward_cost=stage.reward_cost, formula=stage.formula, stage_nfe=plan.stage_nfe())
+    if count is None:
+        raise ValueError("`search` needs `num_candidates` or `budget`.")
+    candidates = prepare(sampler, plan, prompt_index, seed_list(seeds, count))
+    return search(sampler, prompt_index, rewards, candidates=candidates, budget=stage.budget,
+                  schedule=stage.pruning, preview_rewards=stage.preview_rewards, reward_cost=stage.reward_cost,
+                  formula=stage.formula, micro_batch_size=stage.micro_batch_size, strategy=stage.strategy,
+                  output_type=output_type)
+
+
+def seed_list(seeds, count):
+    """`count` seeds: `S, S+1, ...` from a first seed `S`, or the first `count` of a list."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        return list(range(seeds, seeds + count))
+    seeds = list(seeds)
+    if len(seeds) < count:
+        raise ValueError(f"`seeds` must hold at least the {count} candidates to run, got {len(seeds)}.")
+    return seeds[:count]

@@ -13,11 +13,11 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from noisekit.npnet import NoisePromptNet
-from noisekit.pipeline_call import call_with_plan
+from noisekit import NoisePromptNet
+from noisekit.pipeline_call import SavesAsStock, call_with_plan
 
 
-class NoisekitStableDiffusionPipeline(StableDiffusionPipeline):
+class NoisekitStableDiffusionPipeline(SavesAsStock, StableDiffusionPipeline):
     _optional_components = StableDiffusionPipeline._optional_components + ["npnet"]
 
     # Type hints as the parent's: `from_pipe` only carries over components whose class matches them.

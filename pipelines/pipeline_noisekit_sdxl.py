@@ -12,11 +12,11 @@ from diffusers.schedulers import KarrasDiffusionSchedulers
 from transformers import (CLIPImageProcessor, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer,
                           CLIPVisionModelWithProjection)
 
-from noisekit.npnet import NoisePromptNet
-from noisekit.pipeline_call import call_with_plan
+from noisekit import NoisePromptNet
+from noisekit.pipeline_call import SavesAsStock, call_with_plan
 
 
-class NoisekitStableDiffusionXLPipeline(StableDiffusionXLPipeline):
+class NoisekitStableDiffusionXLPipeline(SavesAsStock, StableDiffusionXLPipeline):
     _optional_components = StableDiffusionXLPipeline._optional_components + ["npnet"]
 
     # Type hints as the parent's: `from_pipe` only carries over components whose class matches them.

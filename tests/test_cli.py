@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from noisekit import NoiseRecipe, seed_noise
-from noisekit.cli import main
+from noisekit.cli.common import main
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_zero_snr_refuses_epsilon_models_in_one_line(model_dir, capsys):
 
 
 def test_generate_with_golden_noise_then_nlg(tmp_path, model_dir, sd1_pipe):
-    from noisekit.npnet import SMALL_SWIN, NoisePromptNet
+    from noisekit.transforms.npnet import SMALL_SWIN, NoisePromptNet
 
     torch.manual_seed(0)
     net = NoisePromptNet(sample_size=8, text_embed_dim=32, max_text_tokens=77, swin_kwargs=SMALL_SWIN)
@@ -93,7 +93,7 @@ def test_generate_with_golden_noise_then_nlg(tmp_path, model_dir, sd1_pipe):
 
 
 def test_replay_regenerates_generate_results_pixel_for_pixel(tmp_path, model_dir, capsys):
-    from noisekit.npnet import SMALL_SWIN, NoisePromptNet
+    from noisekit.transforms.npnet import SMALL_SWIN, NoisePromptNet
 
     torch.manual_seed(0)
     net = NoisePromptNet(sample_size=8, text_embed_dim=32, max_text_tokens=77, swin_kwargs=SMALL_SWIN)

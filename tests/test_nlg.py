@@ -4,8 +4,8 @@ from conftest import with_scheduler
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
 from noisekit import NoiseRecipe, apply_nlg, noise_level_guidance, seed_noise, zero_snr
-from noisekit.nlg import evaluation_timestep
-from noisekit.recipe import seed_recipes
+from noisekit.transforms.nlg import evaluation_timestep
+from noisekit.core.recipe import seed_recipes
 
 PROMPT = "a large red circle on a black background"
 

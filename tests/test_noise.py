@@ -3,7 +3,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from noisekit import NoiseRecipe, latent_shape, noise_checksum, register_transform, seed_generators, seed_noise
-from noisekit.recipe import seed_recipes
+from noisekit.core.recipe import seed_recipes
 
 
 def test_seed_noise_shape_dtype_and_unit_variance(sd1_pipe):
@@ -62,9 +62,19 @@ def test_replay_applies_registered_transforms_and_checks_the_result():
     result = base.base_noise() * -1.0
     recipe = base.then("test-scale", {"factor": -1.0}, result=result)
     assert torch.equal(NoiseRecipe.from_json(recipe.to_json()).replay(), result)
-    tampered = NoiseRecipe.from_dict({**recipe.to_dict(), "checksum": noise_checksum(result * 2)})
-    with pytest.raises(ValueError, match="checksum"):
+    # last bits changed (another machine): within tolerance, reported with its difference, not an error
+    drifted = NoiseRecipe.from_dict({**recipe.to_dict(), "checksum": noise_checksum(result * 2),
+                                     "probe": [v + 1e-6 for v in recipe.probe]})
+    status, difference = drifted.verify(drifted.replay())
+    assert status == "within tolerance" and 0 < difference < 1e-5
+    # values changed: different, and replay refuses it
+    tampered = NoiseRecipe.from_dict({**drifted.to_dict(), "probe": [v + 0.1 for v in recipe.probe]})
+    assert tampered.verify(tampered.replay(verify=False))[0] == "different"
+    with pytest.raises(ValueError, match="differs from the recorded one"):
         tampered.replay()
+    # a seed's own noise has no tolerance: any other bits are different
+    seed_only = NoiseRecipe(4, (4, 8, 8), checksum=noise_checksum(result))
+    assert seed_only.verify(seed_only.base_noise())[0] == "different"
 
 
 def test_unknown_transform_and_fields_are_refused():

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from noisekit import NoiseRecipe, seed_noise
-from noisekit.npnet import SMALL_SWIN, NoisePromptNet, check_fit
-from noisekit.npnet_noise import _lift, _pool, apply_npnet, golden_noise, prompt_embeddings
-from noisekit.recipe import seed_recipes
+from noisekit.transforms.npnet import SMALL_SWIN, NoisePromptNet, check_fit
+from noisekit.transforms.golden import _lift, _pool, apply_npnet, golden_noise, prompt_embeddings
+from noisekit.core.recipe import seed_recipes
 from noisekit.testing import tiny_sd_pipeline
 
 PROMPT = "a large red circle on a black background"

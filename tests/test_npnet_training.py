@@ -10,11 +10,11 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from safetensors.torch import load_file
 
-from noisekit.noise import seed_noise
-from noisekit.npd import (denoise_step, guided_output, inversion_coefficients, inversion_step, load_npd, re_denoise,
+from noisekit.core.noise import seed_noise
+from noisekit.transforms.npd import (denoise_step, guided_output, inversion_coefficients, inversion_step, load_npd, re_denoise,
                           read_prompts)
-from noisekit.npnet import NoisePromptNet
-from noisekit.npnet_noise import prompt_embeddings
+from noisekit.transforms.npnet import NoisePromptNet
+from noisekit.transforms.golden import prompt_embeddings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
 import collect_npd  # noqa: E402
@@ -51,7 +51,7 @@ def test_steps_match_diffusers_schedulers(sd1_pipe):
 def test_exact_inversion_round_trip_on_tiny_pipeline(sd1_pipe):
     """A DDIM step with the UNet's guided eps, then the exact inversion with the same eps, gives x_T back; the
     official indexing does not."""
-    from noisekit.families import encode
+    from noisekit.core.families import encode
 
     x = seed_noise(sd1_pipe, [0, 1])
     conditioning = encode(sd1_pipe, ["a red circle"], None, True, 16, 16)

@@ -4,7 +4,7 @@ from conftest import SCHEDULERS, STOCHASTIC, with_scheduler
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler
 
 from noisekit import Sampler, sample, seed_generators, seed_noise
-from noisekit.sampler import predict_x0, rescale_guidance
+from noisekit.core.sampler import predict_x0, rescale_guidance
 
 PROMPT = "a large red circle in the top left on a black background"
 SEEDS = [3, 4, 5, 6]

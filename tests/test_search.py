@@ -10,12 +10,12 @@ from conftest import with_scheduler
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler
 
 from noisekit import Sampler, sample, seed_generators, seed_noise
-from noisekit.budget import (DEFAULT_MULTI_SCHEDULE, DEFAULT_SCHEDULE, CostModel, PruningSchedule, default_schedule,
+from noisekit.search.budget import (DEFAULT_MULTI_SCHEDULE, DEFAULT_SCHEDULE, CostModel, PruningSchedule, default_schedule,
                              plan_best_of_n, plan_ttsnap, survivor_counts, ttsnap_candidate_cost)
-from noisekit.calibrate import (TrajectoryTable, bon_equivalent, evaluate, expected_best_of_n, grid_search,
+from noisekit.search.calibrate import (TrajectoryTable, bon_equivalent, evaluate, expected_best_of_n, grid_search,
                                 kendall_tau, omega, record_table, simpson, simulate)
 from noisekit.rewards import combine_scores, load_reward
-from noisekit.search import best_of_n, rank_sum, search, step_sigmas, top_positions
+from noisekit.search.strategies import best_of_n, rank_sum, search, step_sigmas, top_positions
 
 PROMPTS = ["a large red circle in the top left on a black background", "a blue square on a white background"]
 
@@ -274,7 +274,7 @@ def model_dir(tmp_path_factory, sd1_pipe):
 
 
 def parse(argv):
-    from noisekit.search_cli import add_search
+    from noisekit.cli.search import register as add_search
 
     parser = argparse.ArgumentParser(prog="noisekit")
     add_search(parser.add_subparsers(dest="command"))

@@ -8,7 +8,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from noisekit import sample, seed_noise
-from noisekit.cli import main
+from noisekit.cli.common import main
 from noisekit.shapes.assets import TRAINED, asset_path
 from noisekit.shapes.dataset import render_scenes
 from noisekit.shapes.judge import INDEX, ShapesJudge, judge_reward
@@ -88,7 +88,7 @@ def test_noise_aware_judge_asset_scores_previews_in_both_modes():
     prompt = "a large red circle on a black background"
     out = sample(pipe, prompt, seed_noise(pipe, [0, 1]), num_inference_steps=20, guidance_scale=5.0,
                  preview_steps=[6], output_type="pt")
-    from noisekit.families import decode
+    from noisekit.core.families import decode
 
     preview = decode(pipe, out.previews[6], "pt")
     for mode in ("sigma", "stages"):
@@ -98,9 +98,9 @@ def test_noise_aware_judge_asset_scores_previews_in_both_modes():
 
 
 def test_npnet_asset_fits_shapes_t2i_and_changes_the_noise_gaussianly():
-    from noisekit.npnet import NoisePromptNet, check_fit
-    from noisekit.npnet_noise import apply_npnet
-    from noisekit.recipe import seed_recipes
+    from noisekit.transforms.npnet import NoisePromptNet, check_fit
+    from noisekit.transforms.golden import apply_npnet
+    from noisekit.core.recipe import seed_recipes
 
     pipe = StableDiffusionPipeline.from_pretrained(asset_path("shapes-t2i"))
     net = NoisePromptNet.from_pretrained(asset_path("shapes-npnet")).eval()

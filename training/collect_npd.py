@@ -33,11 +33,11 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from noisekit.families import encode  # noqa: E402
-from noisekit.noise import seed_noise  # noqa: E402
-from noisekit.npd import re_denoise, shard_name  # noqa: E402
+from noisekit.core.families import encode  # noqa: E402
+from noisekit.core.noise import seed_noise  # noqa: E402
+from noisekit.transforms.npd import re_denoise, shard_name  # noqa: E402
 from noisekit.rewards import load_reward  # noqa: E402
-from noisekit.sampler import sample  # noqa: E402
+from noisekit.core.sampler import sample  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -182,7 +182,8 @@ def collect_shard(pipe, reward, args, prompts, shard_items, height, width):
         conditioning = encode(pipe, [prompts[p] for p in local], None, True, height, width)
         result = re_denoise(pipe, [prompts[p] for p in local], noise, local_index, args.num_inference_steps,
                             args.denoising_guidance_scale, args.inversion_guidance_scale, inversion, conditioning)
-        out = sample(pipe, texts * 2, torch.cat([noise, result.target]), args.num_inference_steps, guidance)
+        out = sample(pipe, texts * 2, torch.cat([noise, result.target]), num_inference_steps=args.num_inference_steps,
+                     guidance_scale=guidance)
         with torch.no_grad():
             scores = reward(out.images, texts * 2).float().cpu()
         parts["source"].append(noise)

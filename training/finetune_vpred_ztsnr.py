@@ -30,7 +30,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Timer, batch_indices, publish, resume, save_checkpoint, shapes_latents  # noqa: E402
 
-from noisekit.weights import store_float16  # noqa: E402
+from noisekit.core.weights import store_float16  # noqa: E402
 
 
 def parse_args(input_args=None):

@@ -32,13 +32,13 @@ from accelerate import Accelerator
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Timer, batch_indices, publish, resume, save_checkpoint  # noqa: E402
 
-from noisekit.calibrate import kendall_tau  # noqa: E402
-from noisekit.families import decode  # noqa: E402
-from noisekit.noise import seed_noise  # noqa: E402
+from noisekit.search.calibrate import kendall_tau  # noqa: E402
+from noisekit.core.families import decode  # noqa: E402
+from noisekit.core.noise import seed_noise  # noqa: E402
 from noisekit.rewards import load_reward  # noqa: E402
 from noisekit.rewards.noise_aware import DistilledRewardModel  # noqa: E402
-from noisekit.sampler import Sampler  # noqa: E402
-from noisekit.search import step_sigmas  # noqa: E402
+from noisekit.core.sampler import Sampler  # noqa: E402
+from noisekit.search.strategies import step_sigmas  # noqa: E402
 
 LOSSES = ("mse", "ranking")
 
@@ -137,7 +137,7 @@ def make_data(pipe, teacher, prompts, args):
     sampler = None
     for start in range(0, len(prompts), per_chunk):
         chunk = prompts[start : start + per_chunk]
-        sampler = Sampler(pipe, chunk, args.num_inference_steps, args.guidance_scale)
+        sampler = Sampler(pipe, chunk, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale)
         count = len(chunk) * args.num_seeds
         first = args.data_seed * 10_000_000 + start * args.num_seeds
         noise = seed_noise(pipe, range(first, first + count), sampler.height, sampler.width)
@@ -195,12 +195,12 @@ def pixels_of(transform, images, device):
 
 
 def main(args):
-    from noisekit.models import load_pipeline
+    from noisekit.sources import load_pipeline
 
     torch.set_grad_enabled(True)  # a caller (the CLI, a test session) may have turned gradients off globally
     accelerator = Accelerator()
     torch.manual_seed(args.seed)
-    pipe = load_pipeline(args.pretrained_model_name_or_path, str(accelerator.device), torch.float32)
+    pipe = load_pipeline(args.pretrained_model_name_or_path, device=str(accelerator.device), dtype=torch.float32)
     teacher = load_reward(args.teacher, **args.teacher_kwargs).to(accelerator.device).eval()
     train_prompts, val_prompts = read_prompts(args)
     data_path = os.path.join(args.output_dir, "data.safetensors")

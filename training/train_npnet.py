@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import Timer, batch_indices, publish, resume, save_checkpoint  # noqa: E402
 
-from noisekit.npd import load_npd  # noqa: E402
-from noisekit.npnet import SMALL_SWIN, NoisePromptNet  # noqa: E402
+from noisekit.transforms.npd import load_npd  # noqa: E402
+from noisekit.transforms.npnet import SMALL_SWIN, NoisePromptNet  # noqa: E402
 
 SHAPES_PRESET = {"sample_size": 16, "text_embed_dim": 64, "max_text_tokens": 32}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -131,7 +131,7 @@ def embedding_cache(args, accelerator, prompts):
         if current is None or {k: current.get(k) for k in meta} != meta:
             from diffusers import DiffusionPipeline
 
-            from noisekit.npnet_noise import prompt_embeddings
+            from noisekit.transforms.golden import prompt_embeddings
 
             pipe = DiffusionPipeline.from_pretrained(args.pretrained_model_name_or_path,
                                                      dtype=DTYPES[args.dtype]).to(accelerator.device)

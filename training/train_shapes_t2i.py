@@ -23,7 +23,7 @@ from common import Timer, batch_indices, publish, resume, save_checkpoint, shape
 
 from noisekit.shapes.models import MAX_TOKENS, make_text_encoder, make_unet  # noqa: E402
 from noisekit.tokenizer import clip_tokenizer  # noqa: E402
-from noisekit.weights import store_float16  # noqa: E402
+from noisekit.core.weights import store_float16  # noqa: E402
 
 # SD 1.x's training schedule.
 SD1_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")

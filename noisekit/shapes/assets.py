@@ -1,19 +1,24 @@
-"""Loaders for the shapes-world assets shipped in the repository's `assets/` folder.
+"""Loaders for the shapes-world assets, shipped as package data (`noisekit.assets`, the repository's `assets/`).
 
-The folder is found next to the package (an editable install or a source checkout) or at `$NOISEKIT_ASSETS`.
+`$NOISEKIT_ASSETS` points at another folder that holds them.
 """
 
+import importlib.resources
 import os
 from pathlib import Path
 
 ASSET_NAMES = ("shapes-t2i", "shapes-t2i-eps", "shapes-clip", "shapes-judge", "shapes-judge-noise-aware",
                "shapes-npnet", "shapes-library")
 PIPELINE_ASSETS = ("shapes-t2i", "shapes-t2i-eps")  # what `--model` accepts by name
+ASSET_KINDS = {"pipeline": PIPELINE_ASSETS, "npnet": ("shapes-npnet",), "library": ("shapes-library",),
+               "reward": ("shapes-judge", "shapes-judge-noise-aware", "shapes-clip")}
 TRAINED = ASSET_NAMES[:-1]  # the library is built, not trained: its manifest is its record
 
 
 def assets_dir():
-    return Path(os.environ.get("NOISEKIT_ASSETS", Path(__file__).resolve().parents[2] / "assets"))
+    if os.environ.get("NOISEKIT_ASSETS"):
+        return Path(os.environ["NOISEKIT_ASSETS"])
+    return Path(str(importlib.resources.files("noisekit.assets")))
 
 
 def asset_path(name):

@@ -12,13 +12,13 @@ Step `i` means the `i`-th pass of the loop over `scheduler.timesteps` (0-based):
 
 import copy
 import inspect
+import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from .families import check_supported, decode, encode
-from .noise import default_size, vae_scale_factor
+from .families import adapter_for
 from .schedule import trailing_timesteps
 
 
@@ -78,39 +78,56 @@ class SampleOutput:
     previews: dict = field(default_factory=dict)  # step -> x0 latents (N, C, h, w), float32
     denoiser_seconds: float = 0.0
     seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+def default_guidance_rescale(pipe):
+    """The CFG rescale phi a pipeline is sampled with unless the caller gives one: 0.7 after `zero_snr(pipe)`
+    (the paper's recommendation, recorded on the pipeline), else 0 as in the stock pipelines."""
+    return getattr(pipe, "noisekit_guidance_rescale", 0.0)
 
 
 class Sampler:
-    """Prompts encoded once, plus the sampling settings shared by every batch of candidates.
+    """Prompts encoded once, plus the sampling settings shared by every batch of candidates: the run's context.
 
     Args:
-        pipe: an SD 1.x/2.x or SDXL diffusers pipeline.
+        pipe: a diffusers pipeline of a family noisekit has an adapter for (`noisekit.core.families`).
         prompts (`list[str]`): the distinct prompts; candidates refer to them by index.
-        num_inference_steps, guidance_scale, guidance_rescale, negative_prompt, eta: as in the stock pipelines
-            (CFG is on when `guidance_scale > 1`).
+        num_inference_steps, guidance_scale, negative_prompt, eta: as in the stock pipelines (CFG is on when
+            `guidance_scale > 1`).
+        guidance_rescale (`float`, *optional*): CFG rescale phi; `None` takes the pipeline's default (0.7 after
+            `zero_snr`, else 0).
         height, width: image size in pixels (the pipeline's default when `None`).
+        with_uncond (`bool`): also encode the unconditional rows when CFG is off (NLG needs them).
     """
 
-    def __init__(self, pipe, prompts, num_inference_steps=50, guidance_scale=7.5, guidance_rescale=0.0,
-                 negative_prompt=None, eta=0.0, height=None, width=None):
-        check_supported(pipe)
+    def __init__(self, pipe, prompts, *, num_inference_steps=50, guidance_scale=7.5, guidance_rescale=None,
+                 negative_prompt=None, eta=0.0, height=None, width=None, with_uncond=False):
+        self.adapter = adapter_for(pipe)
         if isinstance(prompts, str):
             prompts = [prompts]
-        if not prompts:
-            raise ValueError("`prompts` must hold at least one prompt, got an empty list.")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"`prompts` must be a non-empty list of strings, got {prompts!r}.")
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive integer, got {num_inference_steps!r}.")
+        if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale!r}.")
+        guidance_rescale = default_guidance_rescale(pipe) if guidance_rescale is None else guidance_rescale
         if not 0.0 <= guidance_rescale <= 1.0:
             raise ValueError(f"`guidance_rescale` must lie in [0, 1], got {guidance_rescale!r}.")
         self.pipe = pipe
         self.prompts = list(prompts)
+        self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
         self.guidance_rescale = guidance_rescale
+        self.negative_prompt = negative_prompt
         self.guided = guidance_scale > 1.0
         self.device = pipe._execution_device
-        default_height, default_width = default_size(pipe)
+        default_height, default_width = self.adapter.default_size()
         self.height, self.width = height or default_height, width or default_width
-        self.conditioning = encode(pipe, self.prompts, negative_prompt, self.guided, self.height, self.width)
+        self.shape = self.adapter.latent_shape(self.height, self.width)
+        self.conditioning = self.adapter.encode(self.prompts, negative_prompt, self.guided or with_uncond,
+                                                self.height, self.width)
         self.dtype = self.conditioning.cond.dtype
         self.scheduler = copy.deepcopy(pipe.scheduler)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
@@ -133,33 +150,59 @@ class Sampler:
         self.takes_generator = "generator" in accepted
         self.nfe = 0
         self.denoiser_seconds = 0.0
+        self.decode_seconds = 0.0
 
     @property
     def num_steps(self):
         """Passes of the denoising loop (timesteps; twice per timestep for Heun-type schedulers)."""
         return len(self.timesteps)
 
+    @property
+    def nfe_per_step(self):
+        return self.adapter.nfe_per_step(self.guided)
+
     def latent_shape(self):
-        factor = vae_scale_factor(self.pipe)
-        return (self.pipe.unet.config.in_channels, self.height // factor, self.width // factor)
+        return self.shape
+
+    def settings(self):
+        """What a replay needs to sample again (JSON-serialisable)."""
+        return {"steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
+                "guidance_rescale": self.guidance_rescale, "negative_prompt": self.negative_prompt,
+                "height": self.height, "width": self.width, "scheduler": type(self.scheduler).__name__}
 
     def start(self, noise, prompt_index=0, generators=None):
         """A batch of candidates from unit-variance `noise` `(B, C, h, w)`; `prompt_index` is an int or one per
         candidate; `generators` is one CPU generator per candidate (for stochastic schedulers) or `None`."""
         return Trajectories(self, noise, prompt_index, generators)
 
+    def start_candidates(self, candidates, rows=None):
+        """A batch of `Candidates` (or of their positions `rows`) in flight."""
+        rows = list(range(len(candidates))) if rows is None else list(rows)
+        generators = candidates.generators()
+        return Trajectories(self, candidates.noise[rows], [candidates.prompt_index[i] for i in rows],
+                            [generators[i] for i in rows])
+
     def call_denoiser(self, model_input, timestep, prompt_index):
-        hidden, added = self.conditioning.unet_inputs(prompt_index, self.guided)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         began = time.perf_counter()
-        output = self.pipe.unet(model_input, timestep, encoder_hidden_states=hidden, timestep_cond=None,
-                                added_cond_kwargs=added, return_dict=False)[0]
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        output = self.adapter.denoise(model_input, timestep, self.conditioning, prompt_index, self.guided)
+        synchronize(self.device)
         self.denoiser_seconds += time.perf_counter() - began
         self.nfe += model_input.shape[0]
         return output
+
+    def decode(self, latents, output_type="pil"):
+        synchronize(self.device)
+        began = time.perf_counter()
+        images = self.adapter.decode(latents, output_type)
+        synchronize(self.device)
+        self.decode_seconds += time.perf_counter() - began
+        return images
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class Trajectories:
@@ -244,11 +287,11 @@ class Trajectories:
         self.rows = self.rows[rows.cpu()]
 
     def decode(self, output_type="pil"):
-        return decode(self.sampler.pipe, self.latents, output_type)
+        return self.sampler.decode(self.latents, output_type)
 
 
 @torch.no_grad()
-def sample(pipe, prompt, noise, num_inference_steps=50, guidance_scale=7.5, guidance_rescale=0.0,
+def sample(pipe, prompt, noise, *, num_inference_steps=50, guidance_scale=7.5, guidance_rescale=None,
            negative_prompt=None, eta=0.0, generator=None, preview_steps=(), micro_batch_size=None,
            output_type="pil"):
     """Denoise `noise` with `pipe`'s own parts; the images equal `pipe(prompt, latents=noise, ...)`'s.
@@ -280,24 +323,38 @@ def sample(pipe, prompt, noise, num_inference_steps=50, guidance_scale=7.5, guid
     prompt_index = [distinct.index(p) for p in prompts] * (count if len(prompts) == 1 else 1)
     if isinstance(generator, torch.Generator):
         generator = [generator]
-    factor = vae_scale_factor(pipe)
-    sampler = Sampler(pipe, distinct, num_inference_steps, guidance_scale, guidance_rescale, negative_prompt, eta,
-                      height=noise.shape[-2] * factor, width=noise.shape[-1] * factor)
+    height, width = adapter_for(pipe).image_size(noise)
+    sampler = Sampler(pipe, distinct, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                      guidance_rescale=guidance_rescale, negative_prompt=negative_prompt, eta=eta, height=height,
+                      width=width)
+    return run_batches(sampler, noise, prompt_index, generator, preview_steps=preview_steps,
+                       micro_batch_size=micro_batch_size, output_type=output_type, began=began)
+
+
+def run_batches(sampler, noise, prompt_index, generators=None, *, preview_steps=(), micro_batch_size=None,
+                output_type="pil", began=None):
+    """Denoise `noise` with an already built `Sampler`, `micro_batch_size` candidates per denoiser batch (all at
+    once when `None`); returns `SampleOutput` with what this call spent."""
+    began = time.perf_counter() if began is None else began
+    count = noise.shape[0]
+    prompt_index = [prompt_index] * count if isinstance(prompt_index, int) else list(prompt_index)
     size = micro_batch_size or count
-    if not isinstance(size, int) or size < 1:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"`micro_batch_size` must be a positive integer, got {micro_batch_size!r}.")
+    nfe, denoiser_seconds, decode_seconds = sampler.nfe, sampler.denoiser_seconds, sampler.decode_seconds
     images, latents, previews = [], [], {}
     for start in range(0, count, size):
         rows = slice(start, start + size)
-        batch = sampler.start(noise[rows], prompt_index[rows], generator[rows] if generator is not None else None)
+        batch = sampler.start(noise[rows], prompt_index[rows], generators[rows] if generators is not None else None)
         for step, x0 in batch.run(preview_steps=set(preview_steps)).items():
             previews.setdefault(step, []).append(x0)
         latents.append(batch.latents)
         images.append(batch.decode(output_type))
     images = _concat(images)
     previews = {step: torch.cat(parts) for step, parts in previews.items()}
-    return SampleOutput(images, torch.cat(latents), sampler.nfe, previews, sampler.denoiser_seconds,
-                        time.perf_counter() - began)
+    return SampleOutput(images, torch.cat(latents), sampler.nfe - nfe, previews,
+                        sampler.denoiser_seconds - denoiser_seconds, time.perf_counter() - began,
+                        sampler.decode_seconds - decode_seconds)
 
 
 def _concat(parts):

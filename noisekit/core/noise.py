@@ -10,30 +10,23 @@ import hashlib
 
 import torch
 
+from .families import adapter_for
+
 GENERATOR = "torch.Generator('cpu').manual_seed(seed); torch.randn(1, *shape, dtype=float32)"
 
 
 def vae_scale_factor(pipe):
-    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    return adapter_for(pipe).vae_scale_factor
 
 
 def default_size(pipe):
     """The pipeline's default `(height, width)` in pixels, as its own `__call__` computes it."""
-    sample_size = getattr(pipe, "default_sample_size", None) or pipe.unet.config.sample_size
-    if isinstance(sample_size, (tuple, list)):
-        return sample_size[0] * vae_scale_factor(pipe), sample_size[1] * vae_scale_factor(pipe)
-    return sample_size * vae_scale_factor(pipe), sample_size * vae_scale_factor(pipe)
+    return adapter_for(pipe).default_size()
 
 
 def latent_shape(pipe, height=None, width=None):
     """`(channels, height // f, width // f)` of the pipeline's latents for an image of `height` x `width`."""
-    default_height, default_width = default_size(pipe)
-    height, width = height or default_height, width or default_width
-    factor = vae_scale_factor(pipe)
-    for name, value in (("height", height), ("width", width)):
-        if value % factor:
-            raise ValueError(f"`{name}` must be a multiple of the VAE's downsampling factor {factor}, got {value}.")
-    return (pipe.unet.config.in_channels, height // factor, width // factor)
+    return adapter_for(pipe).latent_shape(height, width)
 
 
 def check_seed(seed):

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .families import check_supported, encode
-from .noise import vae_scale_factor
-from .recipe import register_transform
-from .weights import module_hash
+from ..core.candidates import Candidates
+from ..core.families import adapter_for
+from ..core.recipe import register_transform
+from ..core.sampler import Sampler
+from ..core.weights import module_hash
 
 SD_TERMINAL_SNR = 0.004682
 ZERO_SNR = 1e-6
@@ -66,9 +67,9 @@ def _epsilon(prediction_type, output, x, alpha, sigma):
 
 
 @torch.no_grad()
-def noise_level_guidance(pipe, prompt, noise, num_iterations=20, step_size=1.0, clip=0.5, relative_clip=None,
+def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.0, clip=0.5, relative_clip=None,
                          noise_variance=1e-3, renormalize=True, timestep="auto", negative_prompt=None,
-                         generator=None, micro_batch_size=None):
+                         generator=None, micro_batch_size=None, conditioning=None, prompt_index=None):
     """Refine unit-variance `noise` `(N, C, h, w)` for `prompt` (one, or one per row) with NLG; returns `NLGOutput`.
 
     Args:
@@ -77,7 +78,10 @@ def noise_level_guidance(pipe, prompt, noise, num_iterations=20, step_size=1.0, 
             `relative_clip` is given, `relative_clip * sqrt(D)` so the edit does not shrink with resolution.
         timestep: `"auto"` (T - 1, moved below T at zero terminal SNR) or an integer training timestep.
         micro_batch_size: candidates per UNet batch (all when `None`). Batched kernels round differently from
-            single ones, so bit-exact replay of one candidate needs `micro_batch_size=1` (what `apply_nlg` uses).
+            single ones, so replaying one candidate exactly as it ran needs `micro_batch_size=1` (what the NLG
+            stage uses).
+        conditioning, prompt_index: an already encoded run (`Sampler.conditioning`, with unconditional rows)
+            and each row's prompt in it; `prompt` and `negative_prompt` are then not encoded again.
 
     Examples:
         >>> noise = noisekit.seed_noise(pipe, [0, 1])
@@ -85,22 +89,23 @@ def noise_level_guidance(pipe, prompt, noise, num_iterations=20, step_size=1.0, 
         >>> refined = noisekit.noise_level_guidance(pipe, "a red circle", noise, generator=gens).noise
         >>> image = pipe("a red circle", latents=refined[:1]).images[0]
     """
-    check_supported(pipe)
-    if not isinstance(num_iterations, int) or num_iterations < 0:
+    adapter = adapter_for(pipe)
+    if isinstance(num_iterations, bool) or not isinstance(num_iterations, int) or num_iterations < 0:
         raise ValueError(f"`num_iterations` must be a non-negative integer, got {num_iterations!r}.")
     if noise_variance > 0 and (generator is None or len(generator) != len(noise)):
         raise ValueError(f"`generator` must hold one CPU generator per noise row ({len(noise)}) for the injected "
                          "noise; pass noise_variance=0 to inject none.")
-    prompts = [prompt] * len(noise) if isinstance(prompt, str) else list(prompt)
-    if len(prompts) != len(noise):
-        raise ValueError(f"`prompt` must be one prompt or one per noise row ({len(noise)}), got {len(prompts)}.")
     t = evaluation_timestep(pipe.scheduler, timestep)
-    distinct = list(dict.fromkeys(prompts))
-    factor = vae_scale_factor(pipe)
-    height, width = noise.shape[-2] * factor, noise.shape[-1] * factor
-    conditioning = encode(pipe, distinct, negative_prompt, True, height, width)
-    prompt_index = torch.tensor([distinct.index(p) for p in prompts], device=pipe._execution_device)
-    hidden, added = conditioning.unet_inputs(prompt_index, guided=True)
+    if conditioning is None:
+        prompts = [prompt] * len(noise) if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != len(noise):
+            raise ValueError(f"`prompt` must be one prompt or one per noise row ({len(noise)}), got {len(prompts)}.")
+        distinct = list(dict.fromkeys(prompts))
+        height, width = adapter.image_size(noise)
+        conditioning = adapter.encode(distinct, negative_prompt, True, height, width)
+        prompt_index = [distinct.index(p) for p in prompts]
+    if not conditioning.has_uncond:
+        raise ValueError("NLG needs the unconditional rows of the conditioning (encode with CFG or with_uncond).")
     alpha_bar = pipe.scheduler.alphas_cumprod[t].double()
     alpha, sigma = float(alpha_bar.sqrt()), float((1 - alpha_bar).sqrt())
     dims = noise[0].numel()
@@ -108,13 +113,13 @@ def noise_level_guidance(pipe, prompt, noise, num_iterations=20, step_size=1.0, 
 
     start = noise.detach().to("cpu", torch.float32).clone()
     size = micro_batch_size or len(noise)
+    index = torch.as_tensor(list(prompt_index), dtype=torch.long, device=adapter.device)
     refined, per_batch = [], []
     for first in range(0, len(noise), size):
         rows = slice(first, first + size)
-        n, diagnostics = _refine(pipe, start[rows], hidden[_cfg_rows(rows, len(noise))],
-                                 {k: v[_cfg_rows(rows, len(noise))] for k, v in added.items()} if added else None,
-                                 t, alpha, sigma, threshold, num_iterations, step_size, noise_variance, renormalize,
-                                 generator[rows] if generator is not None else None)
+        denoise = lambda x, rows=rows: adapter.denoise(x, t_tensor(t, adapter), conditioning, index[rows], True)  # noqa
+        n, diagnostics = _refine(adapter, denoise, start[rows], alpha, sigma, threshold, num_iterations, step_size,
+                                 noise_variance, renormalize, generator[rows] if generator is not None else None)
         refined.append(n)
         per_batch.append(diagnostics)
     diagnostics = [{key: [v for batch in per_batch for v in batch[i][key]] for key in per_batch[0][i]}
@@ -122,21 +127,18 @@ def noise_level_guidance(pipe, prompt, noise, num_iterations=20, step_size=1.0, 
     return NLGOutput(torch.cat(refined), t, 2 * len(noise) * num_iterations, diagnostics)
 
 
-def _cfg_rows(rows, count):
-    """Rows of a [uncond; cond] batch of `count` candidates that belong to the candidates `rows`."""
-    indices = torch.arange(count)[rows]
-    return torch.cat([indices, indices + count])
+def t_tensor(t, adapter):
+    return torch.tensor(t, device=adapter.device)
 
 
-def _refine(pipe, start, hidden, added, t, alpha, sigma, threshold, num_iterations, step_size, noise_variance,
+def _refine(adapter, denoise, start, alpha, sigma, threshold, num_iterations, step_size, noise_variance,
             renormalize, generator):
-    prediction_type = pipe.scheduler.config.prediction_type
+    prediction_type = adapter.pipe.scheduler.config.prediction_type
     dims = start[0].numel()
-    timestep = torch.tensor(t, device=pipe._execution_device)
     n, diagnostics = start.clone(), []
     for _ in range(num_iterations):
-        x = torch.cat([n, n]).to(pipe._execution_device, pipe.unet.dtype)
-        output = pipe.unet(x, timestep, encoder_hidden_states=hidden, added_cond_kwargs=added, return_dict=False)[0]
+        x = torch.cat([n, n]).to(adapter.device, adapter.dtype)
+        output = denoise(x)
         eps = _epsilon(prediction_type, output.float().cpu(), x.float().cpu(), alpha, sigma)
         uncond, cond = eps.chunk(2)
         d = cond - uncond
@@ -163,27 +165,57 @@ def nlg_generator_seed(seed):
     return (seed * 6364136223846793005 + 1442695040888963407) % 2**63
 
 
-def apply_nlg(pipe, prompt, noise, recipes, **params):
-    """NLG as a recipe transform: generators come from the recipes' seeds, each recipe records the step, and
-    candidates are refined one at a time so that each replays bit for bit on its own."""
-    params = {**NLG_DEFAULTS, **params}
+def check_params(params):
+    """The paper's defaults completed with `params`; unknown names are refused."""
     unknown = set(params) - set(NLG_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown NLG parameters {sorted(unknown)}; allowed: {sorted(NLG_DEFAULTS)}.")
-    generators = [torch.Generator().manual_seed(nlg_generator_seed(r.seed)) for r in recipes]
-    out = noise_level_guidance(pipe, prompt, noise, generator=generators, micro_batch_size=1, **params)
+    return {**NLG_DEFAULTS, **params}
+
+
+def nfe_per_candidate(params):
+    """Denoiser evaluations NLG spends on one candidate: a batched [uncond; cond] call per iteration."""
+    return 2 * check_params(params)["num_iterations"]
+
+
+def nlg_stage(sampler, candidates, **params):
+    """The NLG stage: each candidate refined with the run's conditioning (encoded once, the run's negative prompt
+    as the unconditional branch), its injected noise drawn from a generator of its own seed, one candidate at a
+    time so that each replays alone as it ran; each recipe records the step, and the NFE is charged."""
+    params = check_params({**params, "negative_prompt": sampler.negative_prompt})
+    generators = [torch.Generator().manual_seed(nlg_generator_seed(s)) for s in candidates.seeds]
+    options = {k: v for k, v in params.items() if k != "negative_prompt"}
+    out = noise_level_guidance(sampler.pipe, None, candidates.noise, generator=generators, micro_batch_size=1,
+                               conditioning=sampler.conditioning, prompt_index=candidates.prompt_index, **options)
+    weights = module_hash(sampler.adapter.denoiser)
+    recipes = [r.then("nlg", {**params, "prompt": sampler.prompts[i], "timestep_used": out.timestep}, weights,
+                      result=row[None], ran_on=next(sampler.adapter.denoiser.parameters()))
+               for r, i, row in zip(candidates.recipes, candidates.prompt_index, out.noise)]
+    return candidates.transformed(out.noise, recipes, out.nfe)
+
+
+def apply_nlg(pipe, prompt, noise, recipes, **params):
+    """NLG as a recipe transform on noise rows (see `nlg_stage`); returns `(NLGOutput, recipes)`."""
+    params = check_params(params)
     prompts = [prompt] * len(noise) if isinstance(prompt, str) else list(prompt)
-    weights = module_hash(pipe.unet)
-    new = [r.then("nlg", {**params, "prompt": p, "timestep_used": out.timestep}, weights, result=row[None])
-           for r, p, row in zip(recipes, prompts, out.noise)]
-    return out, new
+    if len(prompts) != len(noise):
+        raise ValueError(f"`prompt` must be one prompt or one per noise row ({len(noise)}), got {len(prompts)}.")
+    distinct = list(dict.fromkeys(prompts))
+    height, width = adapter_for(pipe).image_size(noise)
+    sampler = Sampler(pipe, distinct, num_inference_steps=1, guidance_scale=1.0, height=height, width=width,
+                      negative_prompt=params["negative_prompt"], with_uncond=True)
+    candidates = Candidates(noise.float().cpu(), recipes, [distinct.index(p) for p in prompts])
+    options = {k: v for k, v in params.items() if k != "negative_prompt"}
+    out = nlg_stage(sampler, candidates, **options)
+    return NLGOutput(out.noise, out.recipes[0].transforms[-1]["params"]["timestep_used"], out.nfe), list(out.recipes)
 
 
 def _replay_nlg(noise, params, weights_hash=None, seed=None, pipe=None, **_):
     if pipe is None:
         raise ValueError("replaying an NLG step needs the pipeline: recipe.replay(pipe=pipe).")
-    if weights_hash is not None and module_hash(pipe.unet) != weights_hash:
-        raise ValueError(f"this pipeline's UNet (hash {module_hash(pipe.unet)}) is not the one the recipe used "
+    denoiser = adapter_for(pipe).denoiser
+    if weights_hash is not None and module_hash(denoiser) != weights_hash:
+        raise ValueError(f"this pipeline's denoiser (hash {module_hash(denoiser)}) is not the one the recipe used "
                          f"({weights_hash}).")
     params = dict(params)
     prompt = params.pop("prompt")

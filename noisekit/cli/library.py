@@ -2,7 +2,7 @@
 
 Examples:
     noisekit library build --num_seeds 10000 --output lib                  # the shapes world, with its CLIP
-    accelerate launch -m noisekit.cli library build --num_seeds 100000 --output lib --model ORG/NAME \\
+    accelerate launch -m noisekit library build --num_seeds 100000 --output lib --model ORG/NAME \\
         --clip ViT-B-32:openai                                             # disjoint shards per process
     noisekit library query lib --text "a red circle" --attribute brightness=low --top_k 4 --json
     noisekit library info lib
@@ -11,10 +11,11 @@ Examples:
 import json
 import os
 
-from .shapes.assets import PIPELINE_ASSETS
+from ..shapes.assets import PIPELINE_ASSETS
+from ..sources import resolve
 
 
-def add_library(commands):
+def register(commands):
     """Register `library` with its `build`, `query` and `info` subcommands on `commands` (argparse subparsers)."""
     library = commands.add_parser("library", help="NoiseQuery: a noise library built once, queried by text/attributes")
     actions = library.add_subparsers(dest="library_command", metavar="ACTION", required=True)
@@ -71,8 +72,8 @@ def clip_source(args):
 def run_build(args):
     from tqdm.auto import tqdm
 
-    from .library import NoiseLibrary, build_library, clip_extractor, get_extractor
-    from .models import load_pipeline
+    from ..library import NoiseLibrary, build_library, clip_extractor, get_extractor
+    from ..sources import load_pipeline
 
     names = [n.strip() for n in args.extractors.split(",") if n.strip()]
     extractors = [get_extractor(n) for n in names]
@@ -84,7 +85,7 @@ def run_build(args):
         state = PartialState()
         process_index, num_processes, barrier = state.process_index, state.num_processes, state.wait_for_everyone
         device = device or str(state.device)
-    pipe = load_pipeline(args.model, device)
+    pipe = load_pipeline(args.model, device=device)
     if source is not None:
         extractors.append(clip_extractor(source, device=pipe.device))
     with tqdm(total=args.num_seeds // num_processes, desc="posteriors", unit="seed",
@@ -108,13 +109,13 @@ def parse_weights(items):
 
 
 def run_query(args):
-    from .library import NoiseLibrary
+    from ..library import NoiseLibrary
 
     try:
         exclude = [int(s) for s in args.exclude.split(",") if s.strip()]
     except ValueError:
         raise ValueError(f"--exclude must be comma-separated integer seeds, got {args.exclude!r}.") from None
-    library = NoiseLibrary.load(args.library)
+    library = NoiseLibrary.load(resolve(args.library, kind="library")[0])
     result = library.query(args.text, args.attribute, args.top_k, args.mode, args.rerank_k,
                            parse_weights(args.weight), exclude, args.temperature, args.sample_seed)
     if args.json:
@@ -136,6 +137,6 @@ def print_info(info, as_json):
 
 
 def run_info(args):
-    from .library import NoiseLibrary
+    from ..library import NoiseLibrary
 
-    print_info(NoiseLibrary.load(args.library).info(), args.json)
+    print_info(NoiseLibrary.load(resolve(args.library, kind="library")[0]).info(), args.json)

@@ -114,31 +114,37 @@ class CostModel:
         nfe_per_step (`int`): denoiser evaluations per candidate per step (2 with CFG).
         reward_cost (`int`): NFE-equivalents charged per reward call (image x reward model).
         num_rewards (`int`): reward models scoring each image at each stage.
+        stage_nfe (`int`): denoiser evaluations the noise stages spend on each candidate before sampling (NLG:
+            2 per iteration), charged to every candidate started.
     """
 
     num_steps: int
     nfe_per_step: int = 1
     reward_cost: int = 1
     num_rewards: int = 1
+    stage_nfe: int = 0
 
     def __post_init__(self):
         for name in ("num_steps", "nfe_per_step", "num_rewards"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        if isinstance(self.reward_cost, bool) or not isinstance(self.reward_cost, int) or self.reward_cost < 0:
-            raise ValueError(f"`reward_cost` must be a non-negative integer, got {self.reward_cost!r}.")
+        for name in ("reward_cost", "stage_nfe"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
 
     @classmethod
-    def for_sampler(cls, sampler, reward_cost=1, num_rewards=1):
-        return cls(sampler.num_steps, 2 if sampler.guided else 1, reward_cost, num_rewards)
+    def for_sampler(cls, sampler, reward_cost=1, num_rewards=1, stage_nfe=0):
+        return cls(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe)
 
     def total(self, nfe, reward_calls):
         return nfe + self.reward_cost * reward_calls
 
     def best_of_n(self, num_candidates):
         """`(nfe, reward_calls)` of best-of-N: every candidate denoised fully and scored once per reward."""
-        return num_candidates * self.num_steps * self.nfe_per_step, num_candidates * self.num_rewards
+        nfe = num_candidates * (self.num_steps * self.nfe_per_step + self.stage_nfe)
+        return nfe, num_candidates * self.num_rewards
 
     def ttsnap(self, num_candidates, steps, keep):
         """`(nfe, reward_calls, survivors)` of a TTSnap run with `n_0 = num_candidates` (realised, rounded counts):
@@ -146,7 +152,8 @@ class CostModel:
         counts = survivor_counts(num_candidates, keep)
         boundaries = [-1, *steps, self.num_steps - 1]
         passes = sum(n * (b - a) for n, a, b in zip(counts, boundaries, boundaries[1:]))
-        return passes * self.nfe_per_step, sum(counts) * self.num_rewards, counts
+        nfe = passes * self.nfe_per_step + num_candidates * self.stage_nfe
+        return nfe, sum(counts) * self.num_rewards, counts
 
 
 def survivor_counts(num_candidates, keep):

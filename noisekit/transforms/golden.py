@@ -27,11 +27,12 @@ from math import gcd
 
 import torch
 
-from .families import check_supported, encode
-from .noise import vae_scale_factor
+from ..core.candidates import Candidates
+from ..core.families import adapter_for
+from ..core.recipe import register_transform
+from ..core.sampler import Sampler
+from ..core.weights import module_hash
 from .npnet import check_fit
-from .recipe import register_transform
-from .weights import module_hash
 
 
 def _pool(x, block_height, block_width):
@@ -82,7 +83,7 @@ def golden_noise(npnet, noise, prompt_embeds, generator=None):
 
 def prompt_embeddings(pipe, prompts, height=None, width=None):
     """`(P, T, D)` positive sequence embeddings, one row per prompt, as `pipe.encode_prompt(p)[0]` gives them."""
-    return encode(pipe, prompts, None, False, height, width).cond
+    return adapter_for(pipe).encode(prompts, None, False, height, width).cond
 
 
 def npnet_generator_seed(seed):
@@ -91,25 +92,34 @@ def npnet_generator_seed(seed):
 
 
 def text_encoder_hash(pipe):
-    encoders = [getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2")]
-    return "+".join(module_hash(encoder) for encoder in encoders if encoder is not None)
+    return "+".join(module_hash(encoder) for encoder in adapter_for(pipe).text_encoders())
 
 
-def _golden_rows(pipe, npnet, prompts, noise, seeds, resize):
+def _golden_rows(npnet, noise, embeds, seeds):
+    """Golden noise row by row (each row replays alone as it ran here); `embeds` holds one `(T, D)` per row."""
     if npnet.training:
         raise ValueError("`npnet` is in training mode (Swin drop-path is random there): call `npnet.eval()`.")
-    factor = vae_scale_factor(pipe)
-    height, width = noise.shape[-2] * factor, noise.shape[-1] * factor
-    check_fit(npnet, pipe, height, width, resize)
-    distinct = list(dict.fromkeys(prompts))
-    embeds = prompt_embeddings(pipe, distinct, height, width)  # (P, T, D)
     rows = []
     with torch.no_grad():
-        for row, prompt, seed in zip(noise, prompts, seeds):  # one row at a time: each replays bit for bit alone
+        for row, embed, seed in zip(noise, embeds, seeds):
             generator = torch.Generator().manual_seed(npnet_generator_seed(seed))
-            embed = embeds[distinct.index(prompt)][None]
-            rows.append(golden_noise(npnet, row[None].cpu(), embed, generator))
+            rows.append(golden_noise(npnet, row[None].cpu(), embed[None], generator))
     return torch.cat(rows)
+
+
+def golden_stage(sampler, candidates, npnet, *, resize=False):
+    """The golden-noise stage: NPNet on each candidate's noise with its prompt's embedding from the run's
+    conditioning (encoded once); each recipe records the step. Costs no denoiser evaluation."""
+    adapter = sampler.adapter
+    check_fit(npnet, sampler.pipe, sampler.height, sampler.width, resize)
+    embeds = sampler.conditioning.cond[list(candidates.prompt_index)]
+    golden = _golden_rows(npnet, candidates.noise, embeds, candidates.seeds)
+    weights = module_hash(npnet)
+    encoders = "+".join(module_hash(encoder) for encoder in adapter.text_encoders())
+    recipes = [r.then("npnet", {"prompt": sampler.prompts[i], "resize": resize, "text_encoder_hash": encoders},
+                      weights, result=row[None], ran_on=next(npnet.parameters()))
+               for r, i, row in zip(candidates.recipes, candidates.prompt_index, golden)]
+    return candidates.transformed(golden, recipes)
 
 
 def apply_npnet(pipe, npnet, prompt, noise, recipes, resize=False):
@@ -125,17 +135,17 @@ def apply_npnet(pipe, npnet, prompt, noise, recipes, resize=False):
         >>> golden, recipes = apply_npnet(pipe, npnet, "a red circle", noise, seed_recipes([0, 1], noise.shape[1:]))
         >>> image = pipe("a red circle", latents=golden[:1].to(pipe.dtype)).images[0]
     """
-    check_supported(pipe)
     prompts = [prompt] * len(noise) if isinstance(prompt, str) else list(prompt)
     if len(prompts) != len(noise):
         raise ValueError(f"`prompt` must be one prompt or one per noise row ({len(noise)}), got {len(prompts)}.")
     if len(recipes) != len(noise):
         raise ValueError(f"`recipes` must hold one recipe per noise row ({len(noise)}), got {len(recipes)}.")
-    golden = _golden_rows(pipe, npnet, prompts, noise, [r.seed for r in recipes], resize)
-    weights, encoders = module_hash(npnet), text_encoder_hash(pipe)
-    new = [r.then("npnet", {"prompt": p, "resize": resize, "text_encoder_hash": encoders}, weights, result=row[None])
-           for r, p, row in zip(recipes, prompts, golden)]
-    return golden, new
+    distinct = list(dict.fromkeys(prompts))
+    height, width = adapter_for(pipe).image_size(noise)
+    sampler = Sampler(pipe, distinct, num_inference_steps=1, guidance_scale=1.0, height=height, width=width)
+    candidates = Candidates(noise.float().cpu(), recipes, [distinct.index(p) for p in prompts])
+    out = golden_stage(sampler, candidates, npnet, resize=resize)
+    return out.noise, list(out.recipes)
 
 
 def _replay_npnet(noise, params, weights_hash=None, seed=None, pipe=None, npnet=None, **_):
@@ -146,7 +156,10 @@ def _replay_npnet(noise, params, weights_hash=None, seed=None, pipe=None, npnet=
     if text_encoder_hash(pipe) != params["text_encoder_hash"]:
         raise ValueError(f"this pipeline's text encoders (hash {text_encoder_hash(pipe)}) are not the ones the recipe "
                          f"used ({params['text_encoder_hash']}).")
-    return _golden_rows(pipe, npnet, [params["prompt"]], noise, [seed], params["resize"])
+    height, width = adapter_for(pipe).image_size(noise)
+    check_fit(npnet, pipe, height, width, params["resize"])
+    embeds = prompt_embeddings(pipe, [params["prompt"]], height, width)
+    return _golden_rows(npnet, noise, embeds, [seed])
 
 
 register_transform("npnet", _replay_npnet)

@@ -10,16 +10,16 @@ previews with a (noise-aware) reward and keep the top fraction; the survivors ar
 the clean reward. A pruned candidate is cheap because it never finishes.
 """
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from .budget import CostModel, PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
-from .families import decode
-from .noise import seed_generators, seed_noise
-from .recipe import seed_recipes
-from .rewards.base import NoiseAwareReward, ignore_sigma
+from ..core.candidates import from_seeds
+from ..rewards.base import NoiseAwareReward, ignore_sigma
+from ..rewards.combine import rank_sum, top_positions
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Candidate:
     seconds: float = 0.0
     best: bool = False
     image: object = None  # the final image, or the last preview of a pruned candidate (PIL)
+    latents: object = None  # the final latents `(1, C, h, w)` of a survivor
 
     def to_dict(self):
         return {"prompt_index": self.prompt_index, "prompt": self.prompt, "seed": self.seed, "recipe": self.recipe,
@@ -61,12 +62,14 @@ class SearchResult:
     budget: int | None = None
     steps: tuple = ()  # resolved pruning steps
     counts: tuple = ()  # candidates alive at each stage, then survivors
+    micro_batch_size: int | None = None  # candidates per denoiser batch (a replay runs the same batches)
 
     def summary(self):
         return {"strategy": self.strategy, "prompt_index": self.prompt_index, "prompt": self.prompt,
                 "best_seed": self.best.seed, "best_scores": self.best.final_scores, "nfe": self.nfe,
                 "reward_calls": self.reward_calls, "cost": self.cost, "budget": self.budget,
-                "pruning_steps": list(self.steps), "counts": list(self.counts)}
+                "pruning_steps": list(self.steps), "counts": list(self.counts),
+                "micro_batch_size": self.micro_batch_size}
 
 
 def step_sigmas(sampler):
@@ -99,29 +102,6 @@ def preview_view(reward):
     return lambda images, prompts, sigma=None: reward(images, prompts)
 
 
-def rank_sum(scores):
-    """One float64 score per candidate from `{name: (..., n)}` (last axis: candidates): the raw scores of a lone
-    reward, else the mean over rewards of each candidate's rank in [0, 1] (0 = worst, ties averaged), which
-    orders candidates as TTSnap's sum of ranks does. Leading axes are independent groups (prompts)."""
-    values = [torch.as_tensor(v).double() for v in scores.values()]
-    if len(values) == 1:
-        return values[0]
-    total = 0.0
-    for v in values:
-        n = v.shape[-1]
-        below = (v[..., None, :] < v[..., :, None]).sum(-1).double()
-        equal = (v[..., None, :] == v[..., :, None]).sum(-1).double()
-        total = total + ((below + (equal - 1) / 2) / (n - 1) if n > 1 else torch.full_like(v, 0.5))
-    return total / len(values)
-
-
-def top_positions(values, count):
-    """Positions (along the last axis) of the `count` highest `values`, ties to the earlier position, in position
-    order; `(..., count)` long tensor."""
-    order = torch.sort(torch.as_tensor(values), dim=-1, descending=True, stable=True).indices
-    return order[..., :count].sort(dim=-1).values
-
-
 def _seeds(seeds, count):
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         return list(range(seeds, seeds + count))
@@ -139,31 +119,35 @@ def _score(rewards, images, prompt, sigma=None):
             for name, r in rewards.items()}
 
 
-class _Flight:
-    """Candidates in flight as micro-batches of `Trajectories`; positions index the live candidates in order."""
+class Flight:
+    """Candidates in flight as micro-batches of `Trajectories`; positions index the live candidates in order.
 
-    def __init__(self, sampler, prompt_index, seeds, micro_batch_size, noise_transform=None):
-        size = micro_batch_size or len(seeds)
-        if not isinstance(size, int) or size < 1:
+    The micro-batches are fixed when the flight starts (consecutive runs of `micro_batch_size` candidates) and
+    shrink as candidates are pruned; a replay that starts the same candidates with the same micro-batch size and
+    prunes the same positions runs the very same batches, so it reproduces the survivors exactly."""
+
+    def __init__(self, sampler, candidates, micro_batch_size=None):
+        size = micro_batch_size or len(candidates)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"`micro_batch_size` must be a positive integer, got {micro_batch_size!r}.")
         self.sampler = sampler
-        noise = seed_noise(sampler.pipe, seeds, sampler.height, sampler.width)
-        self.recipes = seed_recipes(seeds, noise.shape[1:], noise)
-        if noise_transform is not None:  # e.g. golden noise; the recipes record it
-            noise, self.recipes = noise_transform(noise, self.recipes)
-        generators = seed_generators(seeds, noise.shape[1:])
-        self.chunks = [sampler.start(noise[i : i + size], prompt_index, generators[i : i + size])
-                       for i in range(0, len(seeds), size)]
+        self.chunks = [sampler.start_candidates(candidates, range(i, min(i + size, len(candidates))))
+                       for i in range(0, len(candidates), size)]
 
     def advance(self, until, preview_step=None):
         """Run every chunk to loop index `until`; returns the x0 previews at `preview_step`, concatenated."""
         previews = [chunk.run(until, {preview_step} if preview_step is not None else ()) for chunk in self.chunks]
         return torch.cat([p[preview_step] for p in previews]) if preview_step is not None else None
 
-    def images(self, latents=None):
+    def latents(self):
+        return torch.cat([chunk.latents for chunk in self.chunks])
+
+    def images(self, latents=None, output_type="pil"):
         if latents is not None:
-            return decode(self.sampler.pipe, latents, "pil")
-        return [image for chunk in self.chunks for image in chunk.decode("pil")]
+            return self.sampler.decode(latents, output_type)
+        parts = [chunk.decode(output_type) for chunk in self.chunks]
+        return [image for part in parts for image in part] if output_type == "pil" else torch.cat(
+            [torch.as_tensor(part) for part in parts])
 
     def keep(self, positions):
         start, chunks = 0, []
@@ -176,11 +160,29 @@ class _Flight:
         self.chunks = chunks
 
 
+def plan_count(sampler, num_rewards, *, budget, steps=(), keep=(), reward_cost=1, formula="exact", stage_nfe=0):
+    """N0, the candidates a `budget` buys: best-of-N when `steps` is empty, else TTSnap with that schedule;
+    `stage_nfe` is what the noise stages spend on each candidate before sampling (NLG: 2 per iteration)."""
+    cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe)
+    return plan_ttsnap(budget, cost, steps, keep, formula) if steps else plan_best_of_n(budget, cost)
+
+
+def resolve_schedule(schedule, sampler, num_rewards):
+    """`(steps, keep)` of a schedule on this sampler: `()` is best-of-N; `None` TTSnap's default."""
+    if schedule is None:
+        schedule = default_schedule(num_rewards, sampler.num_steps)
+    if schedule == ():
+        return (), ()
+    if isinstance(schedule, PruningSchedule):
+        return schedule.steps(sampler.num_steps, step_sigmas(sampler)), schedule.keep
+    raise TypeError(f"`schedule` must be a PruningSchedule or () for best-of-N, got {type(schedule).__name__}.")
+
+
 @torch.no_grad()
-def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=None, schedule=None,
-           preview_rewards=None, reward_cost=1, formula="exact", micro_batch_size=None, strategy=None,
-           noise_transform=None):
-    """TTSnap pruning over seeds for one prompt (best-of-N when `schedule` is `()`).
+def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budget=None, candidates=None,
+           schedule=None, preview_rewards=None, reward_cost=1, formula="exact", micro_batch_size=None,
+           strategy=None, output_type="pil"):
+    """TTSnap pruning over candidates for one prompt (best-of-N when `schedule` is `()`).
 
     Args:
         sampler (`Sampler`): prompts encoded once, with the sampling settings.
@@ -188,16 +190,16 @@ def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=
         rewards: clean reward or `{name: reward}`; judges the survivors' final images (several: by rank sum).
         seeds: first seed `S` (candidates use S, S+1, ...) or an explicit list of seeds, used in order.
         num_candidates (`int`): N0, or give `budget` (integer NFE-equivalents) to choose N0 from it.
+        candidates (`Candidates`, *optional*): the noises to search, as the earlier stages made them (library,
+            golden noise, NLG); their stage NFE is charged to the budget. Replaces `seeds`.
         schedule (`PruningSchedule`, *optional*): defaults to TTSnap's default for the number of rewards,
             scaled to `sampler.num_steps`; `()` means no pruning (best-of-N).
         preview_rewards: `{name: reward}` scoring the x0 previews with their sigma (same names as `rewards`);
             defaults to the clean rewards on previews (`ignore_sigma`), TTSnap's un-tuned baseline.
-        reward_cost (`int`): NFE-equivalents charged per reward call (see `noisekit.budget`).
+        reward_cost (`int`): NFE-equivalents charged per reward call (see `noisekit.search.budget`).
         formula (`str`): how a `budget` becomes N0: `"exact"` (never overspends), `"expected"` or `"official"`.
         micro_batch_size (`int`, *optional*): candidates per denoiser batch.
-        noise_transform (*optional*): `(noise, recipes) -> (noise, recipes)` applied to the candidates' canonical
-            noise before sampling, at no NFE cost (golden noise: `functools.partial(apply_npnet, pipe, net, prompt)`).
-
+        output_type (`str`): how survivors' final images are returned besides PIL (`best.output`).
     Returns:
         `SearchResult`; its `cost` is the realised integer cost, never above `budget` with `formula="exact"`.
 
@@ -206,7 +208,7 @@ def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=
         >>> result = search(sampler, 0, {"shapes-judge": load_reward("shapes-judge")}, seeds=0, budget=800)
         >>> result.best.seed, result.best.image.save("best.png"), result.cost
     """
-    if (num_candidates is None) == (budget is None):
+    if (num_candidates is None) == (budget is None) and candidates is None:
         raise ValueError(f"give exactly one of `num_candidates` and `budget`, got {num_candidates!r} and {budget!r}.")
     if num_candidates is not None and (isinstance(num_candidates, bool) or not isinstance(num_candidates, int)
                                        or num_candidates < 1):
@@ -217,28 +219,30 @@ def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=
     elif set(as_reward_dict(preview_rewards)) != set(rewards):
         raise ValueError(f"`preview_rewards` must name the same rewards as `rewards` {sorted(rewards)}, got "
                          f"{sorted(as_reward_dict(preview_rewards))}.")
-    cost = CostModel.for_sampler(sampler, reward_cost, len(rewards))
     sigmas = step_sigmas(sampler)
-    if schedule is None:
-        schedule = default_schedule(len(rewards), sampler.num_steps)
-    if schedule == ():
-        steps, keep = (), ()
-    elif isinstance(schedule, PruningSchedule):
-        steps, keep = schedule.steps(sampler.num_steps, sigmas), schedule.keep
-    else:
-        raise TypeError(f"`schedule` must be a PruningSchedule or () for best-of-N, got {type(schedule).__name__}.")
+    steps, keep = resolve_schedule(schedule, sampler, len(rewards))
+    stage_nfe = candidates.nfe_per_candidate if candidates is not None else 0
+    cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, len(rewards), stage_nfe)
     if budget is not None:
-        num_candidates = (plan_ttsnap(budget, cost, steps, keep, formula) if steps
-                          else plan_best_of_n(budget, cost))
-    seeds = _seeds(seeds, num_candidates)
+        num_candidates = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep,
+                                    reward_cost=reward_cost, formula=formula, stage_nfe=stage_nfe)
+    if candidates is None:
+        candidates = from_seeds(sampler.shape, _seeds(seeds, num_candidates), prompt_index)
+    elif num_candidates is not None:
+        if len(candidates) < num_candidates:
+            raise ValueError(f"`candidates` must hold at least the {num_candidates} candidates to run, got "
+                             f"{len(candidates)}.")
+        candidates = candidates.select(range(num_candidates))
+    if set(candidates.prompt_index) != {prompt_index}:
+        raise ValueError(f"`candidates` must all belong to prompt {prompt_index}, got {sorted(set(candidates.prompt_index))}.")
     prompt = sampler.prompts[prompt_index]
     nfe_before = sampler.nfe
     reward_calls = 0
 
-    flight = _Flight(sampler, prompt_index, seeds, micro_batch_size, noise_transform)
-    candidates = [Candidate(seed, prompt_index, prompt, recipe.to_dict())
-                  for seed, recipe in zip(seeds, flight.recipes)]
-    alive, done, counts = list(range(len(seeds))), 0, [len(seeds)]
+    flight = Flight(sampler, candidates, micro_batch_size)
+    records = [Candidate(recipe.seed, prompt_index, prompt, recipe.to_dict(), nfe=stage_nfe)
+               for recipe in candidates.recipes]
+    alive, done, counts = list(range(len(records))), 0, [len(records)]
     for step, alpha in zip(steps, keep):
         # 1. run the live candidates to step s_k and score their x0 previews at sigma_{s_k}
         began = time.perf_counter()
@@ -250,7 +254,7 @@ def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=
         kept = top_positions(rank_sum(scores), max(1, round(len(alive) * alpha))).tolist()
         share = (time.perf_counter() - began) / len(alive)
         for position, index in enumerate(alive):
-            candidate = candidates[index]
+            candidate = records[index]
             candidate.stages.append({"step": step, "sigma": sigmas[step], "kept": position in kept,
                                      "scores": {name: float(s[position]) for name, s in scores.items()}})
             candidate.nfe += (step + 1 - done) * cost.nfe_per_step
@@ -265,22 +269,24 @@ def search(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=
     # 3. denoise the survivors fully; the clean rewards choose among them
     began = time.perf_counter()
     flight.advance(sampler.num_steps)
-    images = flight.images()
+    latents = flight.latents()
+    images = flight.images(latents)
     scores = _score(rewards, images, prompt)
     reward_calls += len(alive) * len(rewards)
     share = (time.perf_counter() - began) / len(alive)
     for position, index in enumerate(alive):
-        candidate = candidates[index]
+        candidate = records[index]
         candidate.final_scores = {name: float(s[position]) for name, s in scores.items()}
-        candidate.image = images[position]
+        candidate.image, candidate.latents = images[position], latents[position : position + 1].cpu()
         candidate.nfe += (sampler.num_steps - done) * cost.nfe_per_step
         candidate.reward_calls += len(rewards)
         candidate.seconds += share
-    best = candidates[alive[int(top_positions(rank_sum(scores), 1)[0])]]
+    best = records[alive[int(top_positions(rank_sum(scores), 1)[0])]]
     best.best = True
-    nfe = sampler.nfe - nfe_before
-    return SearchResult(strategy or ("ttsnap" if steps else "best_of_n"), prompt_index, prompt, candidates, best,
-                        nfe, reward_calls, cost.total(nfe, reward_calls), budget, tuple(steps), tuple(counts))
+    nfe = sampler.nfe - nfe_before + candidates.nfe
+    return SearchResult(strategy or ("ttsnap" if steps else "best_of_n"), prompt_index, prompt, records, best,
+                        nfe, reward_calls, cost.total(nfe, reward_calls), budget, tuple(steps), tuple(counts),
+                        micro_batch_size)
 
 
 def ttsnap(sampler, prompt_index, rewards, **kwargs):
@@ -288,7 +294,7 @@ def ttsnap(sampler, prompt_index, rewards, **kwargs):
     return search(sampler, prompt_index, rewards, **kwargs)
 
 
-def best_of_n(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budget=None, previous=None,
+def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budget=None, previous=None,
               reward_cost=1, micro_batch_size=None):
     """Best-of-N over seeds, anytime: candidates of `previous` (an earlier `SearchResult` of the same sampler,
     prompt and rewards) are reused, so raising N or the budget only runs the new seeds.
@@ -317,7 +323,8 @@ def best_of_n(sampler, prompt_index, rewards, seeds=0, num_candidates=None, budg
                         reward_cost=reward_cost, micro_batch_size=micro_batch_size)
         fresh = {c.seed: c for c in result.candidates}
         nfe, reward_calls = result.nfe, result.reward_calls
-    candidates = [old.get(s) or fresh[s] for s in seeds]
+    candidates = [dataclasses.replace(old[s], best=False, stages=list(old[s].stages)) if s in old else fresh[s]
+                  for s in seeds]
     for candidate in candidates:
         candidate.best = False
     scores = {name: torch.tensor([c.final_scores[name] for c in candidates]) for name in rewards}

@@ -36,10 +36,18 @@ def store_float16(folder):
                 os.replace(path + ".tmp", path)
 
 
+def weights_version(module):
+    """A cheap key that changes whenever a module's weights may have: each tensor's storage address and in-place
+    version counter (`fuse_lora`, `load_state_dict` and optimiser steps all move one of them)."""
+    return tuple((name, t.data_ptr(), t._version, tuple(t.shape)) for name, t in module.state_dict(keep_vars=True).items())
+
+
 def module_hash(module):
-    """`state_dict_hash` of a module, computed once per module object (hashing an SDXL UNet takes seconds)."""
+    """`state_dict_hash` of a module, cached on the module until its weights change (hashing an SDXL UNet takes
+    seconds)."""
+    version = weights_version(module)
     cached = getattr(module, "_noisekit_weights_hash", None)
-    if cached is None:
-        cached = state_dict_hash(module)
+    if cached is None or cached[0] != version:
+        cached = (version, state_dict_hash(module))
         module._noisekit_weights_hash = cached
-    return cached
+    return cached[1]

@@ -3,7 +3,7 @@
 import json
 
 
-def add_inspect_schedule(commands):
+def register(commands):
     parser = commands.add_parser("inspect-schedule", help="what a model's scheduler really does, and its problems")
     parser.add_argument("--model", default=None, help="diffusers folder, hub id, or shapes asset (default shapes-t2i)")
     parser.add_argument("--num_inference_steps", type=int, default=None)
@@ -12,8 +12,8 @@ def add_inspect_schedule(commands):
 
 
 def run_inspect_schedule(args):
-    from .inspect_schedule import inspect_schedule
-    from .models import load_scheduler
+    from ..core.inspect_schedule import inspect_schedule
+    from ..sources import load_scheduler
 
     if args.num_inference_steps is not None and args.num_inference_steps < 1:
         raise ValueError(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}.")

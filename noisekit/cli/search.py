@@ -8,12 +8,13 @@ import json
 import os
 import time
 
-from .cli import UserError, add_sampling_flags, read_prompts
+from .common import (UserError, add_sampling_flags, check_sampling_flags, load_run, read_prompts, run_settings,
+                     sampler_settings)
 
 STRATEGIES = ("best_of_n", "ttsnap")
 
 
-def add_search(commands):
+def register(commands):
     """Register `search` on an argparse subparsers object."""
     parser = commands.add_parser("search", help="seed search with rewards: best-of-N or TTSnap pruning")
     parser.add_argument("prompt", nargs="?", help="the prompt (or use --prompt_file)")
@@ -50,8 +51,8 @@ def _names(text, flag):
 
 
 def load_rewards(args, device):
-    from .rewards import list_rewards, load_reward
-    from .rewards import noise_aware  # noqa: F401  (registers the noise-aware rewards)
+    from ..rewards import list_rewards, load_reward
+    from ..rewards import noise_aware  # noqa: F401  (registers the noise-aware rewards)
 
     paths = {}
     for item in args.reward_path:
@@ -73,7 +74,7 @@ def load_rewards(args, device):
 
 
 def schedule_of(args, num_rewards, num_steps):
-    from .budget import PruningSchedule, default_schedule
+    from ..search.budget import PruningSchedule, default_schedule
 
     if args.schedule is None and args.keep is None:
         return default_schedule(num_rewards, num_steps)
@@ -92,19 +93,15 @@ def schedule_of(args, num_rewards, num_steps):
 def check_args(args):
     if args.num_images is not None:
         raise UserError("--num_images does not apply to search; use --num_candidates N or --budget_nfe B.")
-    if args.nlg:
-        raise UserError("--nlg is not supported by search yet (its NFEs are not in the search budget); run "
-                        "`noisekit generate --nlg` instead.")
-    if args.attribute and not args.library:
-        raise UserError("--attribute needs --library PATH.")
-    if args.library and args.num_candidates is None:
-        raise UserError("--library with search needs --num_candidates N (the library picks the N seeds).")
+    check_sampling_flags(args)
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}.")
     if args.steps < 2:
         raise UserError(f"--steps must be >= 2 for search, got {args.steps}.")
     if args.num_candidates is not None and args.num_candidates < 1:
         raise UserError(f"--num_candidates must be >= 1, got {args.num_candidates}.")
+    if args.budget_nfe is not None and args.budget_nfe < 1:
+        raise UserError(f"--budget_nfe must be >= 1, got {args.budget_nfe}.")
     if args.reward_cost < 0:
         raise UserError(f"--reward_cost must be >= 0, got {args.reward_cost}.")
     if args.strategy == "best_of_n" and (args.schedule or args.keep or args.preview_reward):
@@ -119,80 +116,65 @@ def cell_label(candidate):
     return ("*" if candidate.best else "") + f"{candidate.seed}: " + ">".join(parts)
 
 
+def save_prompt(result, index, num_prompts, output_dir):
+    """Write one prompt's images; returns its candidate records and summary (with the file names)."""
+    from ..generate import image_name
+
+    best_file = "best.png" if num_prompts == 1 else f"best_p{index:03d}.png"
+    result.best.image.save(os.path.join(output_dir, best_file))
+    records = []
+    for candidate in result.candidates:
+        name = image_name(index, candidate.seed)
+        if candidate.pruned_at is not None:
+            name = name.replace(".png", f"_x0_step{candidate.pruned_at}.png")
+        candidate.image.save(os.path.join(output_dir, name))
+        records.append({**candidate.to_dict(), "file": name, **({"best_file": best_file} if candidate.best else {})})
+    return records, {**result.summary(), "best_file": best_file}
+
+
 def run_search(args):
     import torch
     from tqdm.auto import tqdm
 
-    from functools import partial
-
-    from . import __version__
-    from .cli import apply_schedule_flags, load_npnet
-    from .generate import image_name
-    from .library import library_noise
-    from .npnet_noise import apply_npnet
-    from .grid import labelled_grid
-    from .models import load_pipeline
-    from .sampler import Sampler
-    from .search import search
+    from ..grid import labelled_grid
+    from ..plan import SearchStage, replace_stage, run_sampler, search_prompt
+    from ..results import check_output_dir, write_json
 
     check_args(args)
     prompts = read_prompts(args)
-    pipe = load_pipeline(args.model, args.device)
-    guidance_rescale = apply_schedule_flags(pipe, args)
+    check_output_dir(args.output_dir)
+    pipe, plan = load_run(args)
     rewards, preview_rewards = load_rewards(args, pipe.device)
-    npnet = load_npnet(args.npnet, pipe, args.npnet_resize) if args.npnet else None
-    with torch.no_grad():  # prompts are encoded once here; `search` runs under no_grad itself
-        sampler = Sampler(pipe, prompts, args.steps, args.guidance_scale, guidance_rescale, args.negative_prompt)
+    with torch.no_grad():  # the run's prompts, encoded once
+        sampler = run_sampler(pipe, prompts, plan, **sampler_settings(args))
     schedule = schedule_of(args, len(rewards), sampler.num_steps) if args.strategy == "ttsnap" else ()
-    count = args.num_candidates if args.budget_nfe is None else None
-    if count is None and args.budget_nfe is None:
-        count = 8
-    os.makedirs(args.output_dir, exist_ok=True)
+    count = args.num_candidates if args.budget_nfe is not None or args.num_candidates else 8
+    stage = SearchStage(rewards, args.strategy, None if args.budget_nfe is not None else count, args.budget_nfe,
+                        schedule or None, preview_rewards, args.reward_cost, args.cost_formula, args.batch_size)
+    plan = replace_stage(plan, search=stage)
+    settings = {**run_settings(args, sampler), "strategy": args.strategy, "rewards": list(rewards),
+                "preview_rewards": args.preview_reward, "reward_cost": args.reward_cost,
+                "schedule": schedule.to_dict() if schedule else None, "budget_nfe": args.budget_nfe,
+                "num_candidates": args.num_candidates, "cost_formula": args.cost_formula}
+    path = os.path.join(args.output_dir, "results.json")
     records, summaries, rows, labels = [], [], [], []
     with tqdm(total=len(prompts), desc="search", disable=args.quiet) as progress:
         for index in range(len(prompts)):
             began = time.perf_counter()
-            seeds = args.seed
-            if args.library:  # NoiseQuery chooses the candidates' seeds
-                seeds = library_noise(pipe, args.library, args.attribute, prompt=prompts[index],
-                                      seeds_needed=count)[2].seeds
-            transform = partial(apply_npnet, pipe, npnet, prompts[index], resize=args.npnet_resize) if npnet else None
-            result = search(sampler, index, rewards, seeds=seeds, num_candidates=count, budget=args.budget_nfe,
-                            schedule=schedule, preview_rewards=preview_rewards, reward_cost=args.reward_cost,
-                            formula=args.cost_formula, micro_batch_size=args.batch_size, strategy=args.strategy,
-                            noise_transform=transform)
-            best_file = "best.png" if len(prompts) == 1 else f"best_p{index:03d}.png"
-            result.best.image.save(os.path.join(args.output_dir, best_file))
-            for candidate in result.candidates:
-                name = image_name(index, candidate.seed)
-                if candidate.pruned_at is not None:
-                    name = name.replace(".png", f"_x0_step{candidate.pruned_at}.png")
-                candidate.image.save(os.path.join(args.output_dir, name))
-                records.append({**candidate.to_dict(), "file": name,
-                                **({"best_file": best_file} if candidate.best else {})})
+            result = search_prompt(sampler, plan, index, args.seed)
+            prompt_records, summary = save_prompt(result, index, len(prompts), args.output_dir)
+            records += prompt_records
+            summaries.append({**summary, "seconds": round(time.perf_counter() - began, 3)})
             rows.append([c.image for c in result.candidates])
             labels.append([cell_label(c) for c in result.candidates])
-            summaries.append({**result.summary(), "best_file": best_file,
-                              "seconds": round(time.perf_counter() - began, 3)})
+            # results so far, after every prompt: an interrupted run keeps every finished prompt
+            write_json(path, {"settings": settings, "prompts": summaries, "candidates": records})
             progress.update(1)
-    grid_labels = [f"p{i}: {s['strategy']} cost {s['cost']}" + (f"/{s['budget']}" if s["budget"] else "") +
-                   f" best seed {s['best_seed']}" for i, s in enumerate(summaries)]
+    grid_labels = [f"p{i}: {s['prompt'][:40]} | cost {s['cost']}" + (f"/{s['budget']}" if s["budget"] else "") +
+                   f" | best seed {s['best_seed']}" for i, s in enumerate(summaries)]
     labelled_grid(rows, grid_labels, labels).save(os.path.join(args.output_dir, "grid.png"))
-    settings = {"model": args.model or "shapes-t2i", "steps": args.steps, "guidance_scale": args.guidance_scale,
-                "guidance_rescale": guidance_rescale, "negative_prompt": args.negative_prompt,
-                "zero_snr": args.zero_snr, "npnet": args.npnet, "library": args.library,
-                "attributes": args.attribute, "scheduler": type(pipe.scheduler).__name__, "strategy": args.strategy,
-                "rewards": list(rewards), "preview_rewards": args.preview_reward, "reward_cost": args.reward_cost,
-                "schedule": schedule.to_dict() if schedule else None, "budget_nfe": args.budget_nfe,
-                "num_candidates": args.num_candidates, "cost_formula": args.cost_formula, "seed": args.seed,
-                "batch_size": args.batch_size,
-                "noisekit": __version__}
-    path = os.path.join(args.output_dir, "results.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"settings": settings, "prompts": summaries, "candidates": records}, f, indent=2)
-    os.replace(path + ".tmp", path)
     if args.json:
         print(json.dumps({"results": path, "prompts": summaries}, indent=2))
     else:
         print(f"wrote {os.path.join(args.output_dir, 'grid.png')} and {path}")
-    return summaries
+    return 0

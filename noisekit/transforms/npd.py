@@ -33,8 +33,8 @@ import torch
 from diffusers import DDIMScheduler
 from safetensors.torch import load_file
 
-from .families import check_supported, encode
-from .noise import vae_scale_factor
+from ..core.families import check_supported, encode
+from ..core.noise import vae_scale_factor
 
 INVERSIONS = ("official", "exact")
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from .budget import CostModel, PruningSchedule, plan_best_of_n, plan_ttsnap
-from .search import _Flight, _score, as_reward_dict, preview_view, rank_sum, step_sigmas, top_positions
+from ..core.candidates import from_seeds
+from .strategies import Flight, _score, as_reward_dict, preview_view, rank_sum, step_sigmas, top_positions
 
 
 @dataclass
@@ -81,7 +82,7 @@ def record_table(sampler, rewards, seeds, preview_rewards=None, micro_batch_size
     seeds, sigmas, T = list(seeds), step_sigmas(sampler), sampler.num_steps
     scores = {n: torch.zeros(len(sampler.prompts), len(seeds), T) for n in rewards}
     for p, prompt in enumerate(sampler.prompts):
-        flight = _Flight(sampler, p, seeds, micro_batch_size)
+        flight = Flight(sampler, from_seeds(sampler.shape, seeds, p), micro_batch_size)
         for s in range(T - 1):
             x0 = flight.advance(s + 1, preview_step=s)
             for n, v in _score(preview_rewards, flight.images(x0), prompt, sigma=sigmas[s]).items():
@@ -91,7 +92,7 @@ def record_table(sampler, rewards, seeds, preview_rewards=None, micro_batch_size
             scores[n][p, :, T - 1] = v
         if progress is not None:
             progress.update(1)
-    return TrajectoryTable(list(sampler.prompts), seeds, sigmas, 2 if sampler.guided else 1, scores)
+    return TrajectoryTable(list(sampler.prompts), seeds, sigmas, sampler.nfe_per_step, scores)
 
 
 def simulate(table, ids, steps, keep):

@@ -1,0 +1,52 @@
+"""`noisekit`: the command line. Thin: it parses, calls the library and writes files.
+
+One module per subcommand, each importing only `common`; a user mistake is one line on stderr and exit status
+2, never a traceback.
+"""
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from . import demo, generate, library, replay, schedule, search
+from .common import UserError, quiet_libraries
+
+COMMANDS = (generate, search, demo, replay, library, schedule)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="noisekit", description="The initial noise of diffusion as a tool.")
+    parser.add_argument("--version", action="version", version=f"noisekit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(commands)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    quiet_libraries()
+    try:
+        status = args.run(args)
+    except BrokenPipeError:  # the reader of stdout stopped early (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (UserError, ValueError, FileNotFoundError) as error:
+        print(f"noisekit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # disk full, a folder vanished: the path and the reason, in one line
+        print(f"noisekit {args.command}: error: {error.strerror or error} ({error.filename})", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"noisekit {args.command}: error: out of memory; use a smaller --batch_size, size or budget.",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"noisekit {args.command}: interrupted.", file=sys.stderr)
+        return 130
+    return status if isinstance(status, int) else 0

@@ -1,0 +1,222 @@
+"""Family adapters: the one place that knows how a pipeline family encodes prompts, calls its denoiser, reads x0
+from the denoiser's output, decodes latents and shapes them.
+
+`adapter_for(pipe)` returns the adapter of a pipeline; the stages (sampler, golden noise, NLG, search, library)
+talk to the adapter only, so a new family is one new adapter class registered in `ADAPTERS`. SD 1.x/2.x
+(`StableDiffusionPipeline` and its relatives) need only text embeddings; SDXL adds pooled text embeddings and
+size/crop time ids to the UNet call.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Conditioning:
+    """Per-prompt denoiser conditioning: `cond`/`uncond` are `(P, L, D)`; `added_*` hold SDXL's extra inputs."""
+
+    cond: torch.Tensor
+    uncond: torch.Tensor | None
+    added_cond: dict = field(default_factory=dict)
+    added_uncond: dict = field(default_factory=dict)
+
+    @property
+    def has_uncond(self):
+        return self.uncond is not None
+
+    def unet_inputs(self, prompt_index, guided):
+        """`(encoder_hidden_states, added_cond_kwargs)` for candidates with `prompt_index`, batched as diffusers
+        batches them under CFG: all unconditional rows first, then all conditional rows."""
+        hidden = self.cond[prompt_index]
+        added = {k: v[prompt_index] for k, v in self.added_cond.items()}
+        if guided:
+            if self.uncond is None:
+                raise ValueError("this conditioning was encoded without the unconditional rows that CFG needs.")
+            hidden = torch.cat([self.uncond[prompt_index], hidden])
+            added = {k: torch.cat([self.added_uncond[k][prompt_index], v]) for k, v in added.items()}
+        return hidden, (added or None)
+
+
+class UNetAdapter:
+    """SD 1.x/2.x: a `UNet2DConditionModel` conditioned on one text encoder's sequence embedding."""
+
+    family = "sd"
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    @classmethod
+    def matches(cls, pipe):
+        return hasattr(pipe, "unet") and hasattr(pipe, "encode_prompt")
+
+    def check(self):
+        """Raise one line when this pipeline cannot be sampled by noisekit."""
+        if getattr(self.denoiser.config, "time_cond_proj_dim", None) is not None:
+            raise ValueError("UNets with a guidance embedding (`time_cond_proj_dim`, LCM) are not supported yet.")
+
+    @property
+    def denoiser(self):
+        return self.pipe.unet
+
+    @property
+    def device(self):
+        return self.pipe._execution_device
+
+    @property
+    def dtype(self):
+        return self.denoiser.dtype
+
+    def text_encoders(self):
+        names = ("text_encoder", "text_encoder_2")
+        return [e for e in (getattr(self.pipe, n, None) for n in names) if e is not None]
+
+    # shapes -------------------------------------------------------------------------------------------------
+    @property
+    def vae_scale_factor(self):
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self):
+        return self.denoiser.config.in_channels
+
+    def default_size(self):
+        """The pipeline's default `(height, width)` in pixels, as its own `__call__` computes it."""
+        sample_size = getattr(self.pipe, "default_sample_size", None) or self.denoiser.config.sample_size
+        factor = self.vae_scale_factor
+        if isinstance(sample_size, (tuple, list)):
+            return sample_size[0] * factor, sample_size[1] * factor
+        return sample_size * factor, sample_size * factor
+
+    def latent_shape(self, height=None, width=None):
+        """`(channels, height // f, width // f)` of the latents of an image of `height` x `width` pixels."""
+        default_height, default_width = self.default_size()
+        height, width = height or default_height, width or default_width
+        factor = self.vae_scale_factor
+        for name, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % factor:
+                raise ValueError(f"`{name}` must be a positive multiple of the VAE's downsampling factor {factor}, "
+                                 f"got {value!r}.")
+        return (self.latent_channels, height // factor, width // factor)
+
+    def image_size(self, noise):
+        """`(height, width)` in pixels of the image that latents shaped like `noise` decode to."""
+        return noise.shape[-2] * self.vae_scale_factor, noise.shape[-1] * self.vae_scale_factor
+
+    # conditioning and the denoiser --------------------------------------------------------------------------
+    def encode(self, prompts, negative_prompt=None, with_uncond=True, height=None, width=None):
+        """Encode each distinct prompt on its own (a prompt's embedding never depends on the others in a run)."""
+        rows = [self._encode_one(p, negative_prompt, with_uncond, height, width) for p in prompts]
+        stack = lambda parts: torch.cat(parts) if parts[0] is not None else None  # noqa: E731
+        conditioning = Conditioning(stack([r.cond for r in rows]), stack([r.uncond for r in rows]))
+        for key in rows[0].added_cond:
+            conditioning.added_cond[key] = stack([r.added_cond[key] for r in rows])
+            if with_uncond:
+                conditioning.added_uncond[key] = stack([r.added_uncond[key] for r in rows])
+        return conditioning
+
+    def _encode_one(self, prompt, negative_prompt, with_uncond, height, width):
+        cond, uncond = self.pipe.encode_prompt(prompt, self.device, 1, with_uncond, negative_prompt)
+        return Conditioning(cond, uncond)
+
+    def nfe_per_step(self, guided):
+        """Denoiser evaluations per candidate per step: 2 under CFG (one batched call on [uncond; cond])."""
+        return 2 if guided else 1
+
+    def denoise(self, model_input, timestep, conditioning, prompt_index, guided):
+        hidden, added = conditioning.unet_inputs(prompt_index, guided)
+        return self.denoiser(model_input, timestep, encoder_hidden_states=hidden, timestep_cond=None,
+                             added_cond_kwargs=added, return_dict=False)[0]
+
+    def call_embeds(self, conditioning, prompt_index):
+        """The stock pipeline call's embedding arguments for one encoded prompt (so it does not encode again)."""
+        rows = slice(prompt_index, prompt_index + 1)
+        embeds = {"prompt_embeds": conditioning.cond[rows]}
+        if conditioning.has_uncond:
+            embeds["negative_prompt_embeds"] = conditioning.uncond[rows]
+        for key, name in (("text_embeds", "pooled_prompt_embeds"),):
+            if key in conditioning.added_cond:
+                embeds[name] = conditioning.added_cond[key][rows]
+                if key in conditioning.added_uncond:
+                    embeds["negative_" + name] = conditioning.added_uncond[key][rows]
+        return embeds
+
+    # images -------------------------------------------------------------------------------------------------
+    def decode(self, latents, output_type="pil"):
+        """Latents -> images through the pipeline's VAE and image processor, as the stock pipelines decode them."""
+        if output_type == "latent":
+            return latents
+        pipe, vae = self.pipe, self.pipe.vae
+        needs_upcasting = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        if needs_upcasting:
+            vae.to(torch.float32)
+        latents = latents.to(vae.dtype)
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        if mean is not None and std is not None:
+            view = lambda values: torch.tensor(values).view(1, -1, 1, 1).to(latents.device, latents.dtype)  # noqa
+            latents = latents * view(std) / vae.config.scaling_factor + view(mean)
+        else:
+            latents = latents / vae.config.scaling_factor
+        with torch.no_grad():
+            image = vae.decode(latents, return_dict=False)[0]
+        if needs_upcasting:
+            vae.to(torch.float16)
+        do_denormalize = None
+        if getattr(pipe, "safety_checker", None) is not None:
+            # SD 1.x's checker blacks out flagged images; they are returned undenormalised, as the pipeline does.
+            image, flagged = pipe.run_safety_checker(image, image.device, latents.dtype)
+            do_denormalize = [not f for f in flagged]
+        return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
+
+
+class SDXLAdapter(UNetAdapter):
+    """SDXL: two text encoders; the UNet also takes pooled text embeddings and size/crop time ids."""
+
+    family = "sdxl"
+
+    @classmethod
+    def matches(cls, pipe):
+        return hasattr(pipe, "unet") and hasattr(pipe, "text_encoder_2") and hasattr(pipe, "_get_add_time_ids")
+
+    def _encode_one(self, prompt, negative_prompt, with_uncond, height, width):
+        pipe = self.pipe
+        height, width = height or self.default_size()[0], width or self.default_size()[1]
+        cond, uncond, pooled, negative_pooled = pipe.encode_prompt(
+            prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=with_uncond,
+            negative_prompt=negative_prompt)
+        if pipe.text_encoder_2 is None:
+            projection_dim = int(pooled.shape[-1])
+        else:
+            projection_dim = pipe.text_encoder_2.config.projection_dim
+        # SDXL's defaults: original size = target size = the image size, no crop.
+        time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=cond.dtype,
+                                          text_encoder_projection_dim=projection_dim).to(self.device)
+        return Conditioning(cond, uncond, {"text_embeds": pooled, "time_ids": time_ids},
+                            {"text_embeds": negative_pooled, "time_ids": time_ids} if with_uncond else {})
+
+
+ADAPTERS = [SDXLAdapter, UNetAdapter]  # the first whose `matches` accepts a pipeline serves it
+
+
+def adapter_for(pipe):
+    """The family adapter of `pipe`; one line naming the pipeline class when no family serves it."""
+    for adapter_class in ADAPTERS:
+        if adapter_class.matches(pipe):
+            adapter = adapter_class(pipe)
+            adapter.check()
+            return adapter
+    families = ", ".join(a.family for a in ADAPTERS)
+    raise ValueError(f"noisekit has no family adapter for {type(pipe).__name__}; supported families: {families} "
+                     f"(UNet pipelines with `encode_prompt`).")
+
+
+def check_supported(pipe):
+    adapter_for(pipe)
+
+
+def encode(pipe, prompts, negative_prompt=None, guided=True, height=None, width=None):
+    return adapter_for(pipe).encode(prompts, negative_prompt, guided, height, width)
+
+
+def decode(pipe, latents, output_type="pil"):
+    return adapter_for(pipe).decode(latents, output_type)
