@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from noisekit import NoiseRecipe, seed_noise
-from noisekit.cli.common import main
+from noisekit.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_generate_writes_images_and_records(tmp_path, model_dir, sd1_pipe):
     (["generate", "--prompt_file", "/nonexistent.txt"], "does not exist"),
     (["generate", "x", "--num_images", "0"], "--num_images must be >= 1"),
     (["generate", "x", "--seed", "-3"], "--seed must be >= 0"),
-    (["generate", "x", "--model", "./no/such/folder"], "must be a diffusers pipeline folder"),
+    (["generate", "x", "--model", "./no/such/folder"], "is neither a local path"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2

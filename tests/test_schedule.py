@@ -7,7 +7,7 @@ from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscrete
                        LMSDiscreteScheduler)
 
 from noisekit import Sampler, sample, seed_noise
-from noisekit.cli.common import main
+from noisekit.cli import main
 from noisekit.core.inspect_schedule import inspect_schedule
 from noisekit.core.schedule import CLAMPS, base_betas, clamped_betas, rescale_zero_terminal_snr, trailing_timesteps, zero_snr
 from noisekit.testing import SD_SCHEDULE

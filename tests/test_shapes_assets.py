@@ -8,7 +8,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from noisekit import sample, seed_noise
-from noisekit.cli.common import main
+from noisekit.cli import main
 from noisekit.shapes.assets import TRAINED, asset_path
 from noisekit.shapes.dataset import render_scenes
 from noisekit.shapes.judge import INDEX, ShapesJudge, judge_reward

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from .. import __version__
+from ..version import __version__
 from . import demo, generate, library, replay, schedule, search
 from .common import UserError, quiet_libraries
 

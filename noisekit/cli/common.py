@@ -29,7 +29,7 @@ def read_prompts(args):
             raise UserError(f"--prompt_file {args.prompt_file!r} holds no prompts (one per line).")
         return prompts
     if args.prompt is None:
-        raise UserError("give a PROMPT (\"\" for an unconditional image) or --prompt_file FILE.")
+        raise UserError("give a PROMPT or --prompt_file FILE (an empty PROMPT \"\" is an unconditional image).")
     return [args.prompt]
 
 
@@ -136,7 +136,7 @@ def sampler_settings(args):
 def run_settings(args, sampler):
     """What `results.json` records of the run: the names the user gave (asset names, not folders) and every
     setting a replay needs."""
-    from .. import __version__
+    from ..version import __version__
 
     return {"model": args.model or "shapes-t2i", **sampler.settings(), "zero_snr": args.zero_snr,
             "nlg": nlg_params(args), "npnet": args.npnet, "npnet_resize": args.npnet_resize,

@@ -24,7 +24,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from . import add_reward, list_rewards, load_reward
+from .registry import load_reward
 from .base import NoiseAwareReward
 
 CONDITIONINGS = ("none", "sigma")
@@ -157,9 +157,3 @@ def load_shapes_judge_noise_aware(path=None, mode="sigma", batch_size=16):
     from ..shapes.assets import assets_dir
 
     return load_noise_aware_reward(path or str(assets_dir() / "shapes-judge-noise-aware"), mode, batch_size)
-
-
-for _name, _loader in (("noise-aware", load_noise_aware_reward),
-                       ("shapes-judge-noise-aware", load_shapes_judge_noise_aware)):
-    if _name not in list_rewards():
-        add_reward(_name, _loader)
