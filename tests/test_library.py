@@ -16,8 +16,8 @@ from noisekit.library import (COLOR_COLUMNS, SHARPNESS_COLUMNS, TEXTURE_COLUMNS,
                               build_library, clip_extractor, color_attributes, hu_moments, library_noise,
                               shape_attributes, sharpness_attributes, srgb_to_lab, texture_attributes)
 from noisekit.library.store import committed_shards, shards_dir
-from noisekit.library_cli import add_library
-from noisekit.noise import noise_checksum, seed_noise
+from noisekit.cli.library import register as add_library
+from noisekit.core.noise import noise_checksum, seed_noise
 from noisekit.testing import tiny_sd_pipeline
 
 TINY_CLIP = {

@@ -16,10 +16,10 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from .. import __version__
-from ..noise import GENERATOR, latent_shape, noise_checksum, noise_from_seed, vae_scale_factor
-from ..sampler import sample
-from ..weights import module_hash
+from ..version import __version__
+from ..core.noise import GENERATOR, latent_shape, noise_checksum, noise_from_seed, vae_scale_factor
+from ..core.sampler import sample
+from ..core.weights import module_hash
 from .extractors import DEFAULT_ATTRIBUTES, get_extractor
 from .store import (FORMAT, FORMAT_VERSION, committed_shards, differences, int_to_checksum, manifest_path, plain,
                     read_manifest, shard_has, shards_dir, stored_seeds, write_feature, write_manifest, write_shard)

@@ -111,7 +111,7 @@ def clip_extractor(source, model=None, tokenizer=None, device=None):
         >>> extractor(pixels).shape  # (B, 64)
     """
     from ..rewards.clip import load_open_clip, open_clip_transform
-    from ..weights import module_hash
+    from ..core.weights import module_hash
 
     if model is None:
         model_name, pretrained = resolve_clip_source(source)

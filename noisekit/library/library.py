@@ -12,8 +12,8 @@ import os
 import numpy as np
 import torch
 
-from ..noise import latent_shape, noise_checksum, noise_from_seed
-from ..recipe import NoiseRecipe
+from ..core.noise import latent_shape, noise_checksum, noise_from_seed
+from ..core.recipe import NoiseRecipe
 from .build import add_features, build_library
 from .extractors import clip_extractor, get_extractor, list_extractors
 from .query import QueryResult, run_query
