@@ -227,7 +227,9 @@ def test_mismatched_pipeline_is_refused(built, sdxl_pipe, sd1_pipe):
         library.check_pipeline(sd1_pipe, 32, 32)
     with pytest.raises(ValueError, match="latent shape"):
         library_noise(sd1_pipe, built, ["brightness=high"], seeds_needed=1, height=32, width=32)
-    library.check_pipeline(sdxl_pipe)  # the tiny SDXL also takes 4 x 8 x 8
+    with pytest.raises(ValueError, match="built with another model.*force=True"):
+        library.check_pipeline(sdxl_pipe)  # the tiny SDXL also takes 4 x 8 x 8, but it is another model
+    library.check_pipeline(sdxl_pipe, force=True)
 
 
 # --- queries -------------------------------------------------------------------------------------------------

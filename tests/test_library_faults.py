@@ -213,3 +213,16 @@ def test_nan_weight_or_temperature_is_refused(built, options, message):
     with pytest.raises(ValueError, match=message) as error:
         NoiseLibrary.load(built).query(attributes=["brightness=high"], **options)
     one_line(error)
+
+
+def test_shipped_library_refuses_the_other_shapes_model():
+    from noisekit.shapes.assets import asset_path
+    from noisekit.sources import load_pipeline
+
+    library = str(asset_path("shapes-library"))  # built with shapes-t2i
+    with pytest.raises(ValueError, match="built with another model \\(shapes-t2i,") as error:
+        library_noise(load_pipeline("shapes-t2i-eps", device="cpu"), library, ["brightness=low"], seeds_needed=1)
+    one_line(error)
+    noise, _, _ = library_noise(load_pipeline("shapes-t2i", device="cpu"), library, ["brightness=low"],
+                                seeds_needed=1)
+    assert noise.shape[0] == 1

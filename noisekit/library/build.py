@@ -14,15 +14,18 @@ import os
 import time
 
 import torch
-from safetensors.torch import load_file
 
 from ..version import __version__
 from ..core.noise import GENERATOR, latent_shape, noise_checksum, noise_from_seed, vae_scale_factor
 from ..core.sampler import sample
 from ..core.weights import module_hash
 from .extractors import DEFAULT_ATTRIBUTES, get_extractor
-from .store import (FORMAT, FORMAT_VERSION, committed_shards, differences, int_to_checksum, manifest_path, plain,
-                    read_manifest, shard_has, shards_dir, stored_seeds, write_feature, write_manifest, write_shard)
+from .index import INDEX_MIN_ENTRIES, build_index
+from .lock import writer_lock
+from .model_key import model_key
+from .store import (FORMAT, FORMAT_VERSION, committed_shards, differences, feature_files, int_to_checksum,
+                    manifest_path, plain, read_manifest, read_tensors, shard_file, shard_has, stored_seeds,
+                    write_feature, write_manifest, write_shard)
 
 
 def posterior_pipe(pipe):
@@ -49,6 +52,7 @@ def make_manifest(pipe, extractors, num_inference_steps, height, width, shard_si
         "model": {"id": model_id or getattr(pipe, "name_or_path", None) or type(pipe).__name__,
                   "pipeline": type(pipe).__name__, "unet_hash": module_hash(pipe.unet),
                   "vae_hash": module_hash(pipe.vae)},
+        "denoiser": model_key(pipe),
         "posterior": {"prompt": "", "guidance_scale": 1.0, "eta": 0.0, "num_inference_steps": num_inference_steps,
                       "scheduler": {"class": type(ddim.scheduler).__name__, "config": dict(ddim.scheduler.config)}},
         "latent_shape": list(shape),
@@ -92,19 +96,25 @@ def chunks(seed_start, num_seeds, shard_size, process_index, num_processes):
             yield range(max(chunk_start, seed_start), min(chunk_start + shard_size, stop))
 
 
-def _check_args(num_seeds, seed_start, shard_size, batch_size, process_index, num_processes, num_inference_steps):
+def _check_args(num_seeds, seed_start, shard_size, batch_size, process_index, num_processes, num_inference_steps,
+                height, width):
+    """Every argument checked before anything is written, so a mistake leaves nothing behind."""
     for name, value, low in (("num_seeds", num_seeds, 1), ("seed_start", seed_start, 0), ("shard_size", shard_size, 1),
                              ("batch_size", batch_size, 1), ("num_processes", num_processes, 1),
                              ("num_inference_steps", num_inference_steps, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+    for name, value in (("height", height), ("width", width)):  # 0 would silently mean the default size
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{name}` must be a positive integer (pixels) or None for the default, got {value!r}.")
     if not isinstance(process_index, int) or not 0 <= process_index < num_processes:
         raise ValueError(f"`process_index` must be in [0, {num_processes}), got {process_index!r}.")
 
 
 def open_for_build(path, manifest, resume):
-    """Create the library, or check that the existing one was built with the same settings."""
-    if not os.path.isfile(manifest_path(path)):
+    """Create the library, or check that the existing one was built with the same settings. A manifest with no
+    shard and no feature file behind it holds nothing, so a new build replaces it."""
+    if not os.path.isfile(manifest_path(path)) or not (committed_shards(path) or feature_files(path)):
         write_manifest(path, manifest)
         return manifest
     if not resume:
@@ -137,16 +147,38 @@ def build_library(pipe, output, num_seeds, seed_start=0, extractors=None, num_in
             skipped. Without it an existing library is refused.
         process_index, num_processes: this process's share of the chunks (`accelerator.process_index`, ...).
         barrier (`callable`, *optional*): `accelerator.wait_for_everyone`: process 0 writes (or checks) the
-            manifest before it, the others check it after it. Without a barrier, start process 0 first.
+            manifest before it, the others check it after it; a second call at the end lets process 0 hold the
+            writer lock (`lock`) until every process is done. Without a barrier, start process 0 first.
         progress: a tqdm-like object updated by the number of seeds done.
         callback (`callable`, *optional*): called with each committed shard's record.
+
+    Only one build, grow or `add_features` writes a library at a time: another one is refused with one line.
+    A library of `INDEX_MIN_ENTRIES` entries or more gets an IVF index of its CLIP table at the end (by process 0,
+    once every process is done; without a barrier in a multi-process build, run `build_index` afterwards).
 
     Returns:
         The records of the shards this call wrote.
     """
-    _check_args(num_seeds, seed_start, shard_size, batch_size, process_index, num_processes, num_inference_steps)
+    _check_args(num_seeds, seed_start, shard_size, batch_size, process_index, num_processes, num_inference_steps,
+                height, width)
     extractors = check_extractors(extractors)
     manifest = make_manifest(pipe, extractors, num_inference_steps, height, width, shard_size, model_id)
+    if process_index != 0:  # process 0 holds the writer lock for every process of the build
+        return _build(pipe, output, manifest, extractors, seed_start, num_seeds, batch_size, resume, process_index,
+                      num_processes, barrier, progress, callback)
+    with writer_lock(output, "build"):
+        written = _build(pipe, output, manifest, extractors, seed_start, num_seeds, batch_size, resume,
+                         process_index, num_processes, barrier, progress, callback)
+        if num_processes == 1 or barrier is not None:  # every shard is in: index a large library
+            for name, description in read_manifest(output)["extractors"].items():
+                if not description["columns"] and sum(r["rows"] for r in committed_shards(output)) \
+                        >= INDEX_MIN_ENTRIES:
+                    build_index(output, name=name, locked=True)
+    return written
+
+
+def _build(pipe, output, manifest, extractors, seed_start, num_seeds, batch_size, resume, process_index,
+           num_processes, barrier, progress, callback):
     if process_index == 0:  # process 0 creates the library; the others wait for it, then check it
         manifest = open_for_build(output, manifest, resume)
     if barrier is not None:
@@ -154,14 +186,15 @@ def build_library(pipe, output, num_seeds, seed_start=0, extractors=None, num_in
     if process_index != 0:
         manifest = open_for_build(output, manifest, True)
     done = stored_seeds(output)
+    steps = manifest["posterior"]["num_inference_steps"]
     ddim, shape = posterior_pipe(pipe), tuple(manifest["latent_shape"])
     descriptions, written = manifest["extractors"], []
-    for chunk in chunks(seed_start, num_seeds, shard_size, process_index, num_processes):
+    for chunk in chunks(seed_start, num_seeds, manifest["shard_size"], process_index, num_processes):
         seeds = [s for s in chunk if s not in done]
         if not seeds:
             continue
         began = time.perf_counter()
-        pixels, checksums = posteriors(ddim, seeds, shape, num_inference_steps, batch_size)
+        pixels, checksums = posteriors(ddim, seeds, shape, steps, batch_size)
         features = {e.name: e(pixels) for e in extractors}
         record = write_shard(output, seeds, checksums, features, descriptions,
                              {"seconds": round(time.perf_counter() - began, 3)})
@@ -170,6 +203,8 @@ def build_library(pipe, output, num_seeds, seed_start=0, extractors=None, num_in
             progress.update(len(seeds))
         if callback is not None:
             callback(record)
+    if barrier is not None:  # process 0 keeps the lock until every process is done
+        barrier()
     return written
 
 
@@ -183,6 +218,12 @@ def add_features(pipe, path, extractor, batch_size=16, progress=None, callback=N
         >>> add_features(pipe, "lib", clip_extractor("ViT-B-32:openai"))
     """
     extractor = get_extractor(extractor) if isinstance(extractor, str) else extractor
+    read_manifest(path)  # a clear error for a folder that is no library, before the lock creates anything
+    with writer_lock(path, "add_features"):
+        _add_features(pipe, path, extractor, batch_size, progress, callback)
+
+
+def _add_features(pipe, path, extractor, batch_size, progress, callback):
     manifest = read_manifest(path)
     for key in ("unet_hash", "vae_hash"):
         if manifest["model"][key] != module_hash(getattr(pipe, key.split("_")[0])):
@@ -197,7 +238,7 @@ def add_features(pipe, path, extractor, batch_size=16, progress=None, callback=N
     for record in committed_shards(path):
         if shard_has(path, record, extractor.name, description):
             continue
-        stored = load_file(os.path.join(shards_dir(path), record["name"] + ".safetensors"))
+        stored = read_tensors(shard_file(path, record), ["seeds", "checksums"])
         seeds = stored["seeds"].tolist()
         pixels, checksums = posteriors(ddim, seeds, shape, steps, batch_size)
         expected = [int_to_checksum(v) for v in stored["checksums"].tolist()]

@@ -16,9 +16,12 @@ from ..core.noise import latent_shape, noise_checksum, noise_from_seed
 from ..core.recipe import NoiseRecipe
 from .build import add_features, build_library
 from .extractors import clip_extractor, get_extractor, list_extractors
+from .index import ExactTable, index_root, open_indexes
+from .model_key import check_model
 from .query import QueryResult, run_query
-from .store import int_to_checksum, load_table, manifest_path, read_manifest, shards_dir
-from .targets import parse_attribute, parse_target
+from .store import (committed_shards, int_to_checksum, load_features, load_seeds, manifest_path, read_manifest,
+                    shards_dir)
+from .targets import check_distinct, parse_attribute, parse_target
 
 
 class NoiseLibrary:
@@ -28,19 +31,27 @@ class NoiseLibrary:
         path (`str`): the folder.
         manifest (`dict`): what the posteriors are (see `build.make_manifest`).
         seeds, checksums (`np.ndarray`): int64 `(N,)`.
-        features (`dict[str, torch.Tensor]`): float32 `(N, D)` per complete extractor.
+        features (`dict[str, torch.Tensor]`): float32 `(N, D)` per complete extractor held in memory.
         missing (`list[str]`): extractors of the manifest that some shard still lacks (finish `add_features`).
+        indexes (`dict[str, IvfIndex]`): embeddings served by their memory-mapped index instead of `features`.
     """
 
-    def __init__(self, path, manifest, seeds, checksums, features, missing=()):
+    def __init__(self, path, manifest, seeds, checksums, features, missing=(), indexes=None):
         self.path, self.manifest = path, manifest
         self.seeds, self.checksums, self.features, self.missing = seeds, checksums, features, list(missing)
+        self.indexes = dict(indexes or {})
         self._std, self._sorted, self._columns, self._clip = {}, {}, {}, None
 
     @classmethod
     def load(cls, path):
+        """Load a library: seeds, checksums and attribute tables in memory; an embedding with a current index
+        (`build_index`) stays on disk, memory-mapped."""
         manifest = read_manifest(path)
-        return cls(path, manifest, *load_table(path, manifest))
+        records = committed_shards(path)
+        seeds, checksums, order = load_seeds(path, records)
+        indexes = open_indexes(path, manifest, seeds[order])
+        features, missing = load_features(path, manifest, records, order, skip=indexes)
+        return cls(path, manifest, seeds[order], checksums[order], features, missing, indexes)
 
     @classmethod
     def build(cls, pipe, path, num_seeds, **kwargs):
@@ -67,11 +78,15 @@ class NoiseLibrary:
                 "model": self.manifest["model"], "latent_shape": list(self.latent_shape),
                 "height": self.manifest["height"], "width": self.manifest["width"], "dtype": self.manifest["dtype"],
                 "posterior": posterior, "extractors": extractors, "incomplete_extractors": self.missing,
+                "indexes": {name: {k: index.record[k] for k in ("entries", "lists", "nprobe")}
+                            for name, index in self.indexes.items()},
                 "shard_bytes": size, "bytes_per_entry": round(size / len(self), 1) if len(self) else None,
                 "float32_noise_bytes_per_entry": 4 * int(np.prod(self.latent_shape))}
 
-    def check_pipeline(self, pipe, height=None, width=None):
-        """Raise unless `pipe` at `height` x `width` takes this library's latent shape."""
+    def check_pipeline(self, pipe, height=None, width=None, *, force=False):
+        """Raise unless `pipe` at `height` x `width` takes this library's latent shape and its denoiser is the
+        one the library was built with (`force=True` skips the model check, not the shape check)."""
+        check_model(self.path, self.manifest, pipe, force)
         shape = latent_shape(pipe, height, width)
         if tuple(shape) != self.latent_shape:
             raise ValueError(f"library {self.path!r} holds noise of latent shape {self.latent_shape} "
@@ -122,20 +137,26 @@ class NoiseLibrary:
                              f"with {description['weights_hash']} ({description['source']}).")
         self._clip = extractor
 
+    def embedding(self, name):
+        """The table of embedding `name`: its index when it has one, else the in-memory features."""
+        self._require(name)
+        return self.indexes[name] if name in self.indexes else ExactTable(self.features[name])
+
     def _require(self, name):
-        if name not in self.features:
+        if name not in self.features and name not in self.indexes:
             state = "is still incomplete (finish `add_features`)" if name in self.missing else "was not extracted"
-            raise ValueError(f"library {self.path!r}: feature {name!r} {state}; it has {sorted(self.features)}.")
+            raise ValueError(f"library {self.path!r}: feature {name!r} {state}; it has "
+                             f"{sorted([*self.features, *self.indexes])}.")
         return self.manifest["extractors"][name]
 
     def _exemplar_extractors(self):
         extractors = {name: get_extractor(name) for name in self.features if name in list_extractors()}
-        if "clip" in self.features:
+        if "clip" in self.features or "clip" in self.indexes:
             extractors["clip"] = _LazyClip(self)
         return extractors
 
     def query(self, text=None, attributes=(), top_k=1, mode="rerank", rerank_k=100, weights=None, exclude=(),
-              temperature=0.0, sample_seed=None, pool=None):
+              temperature=0.0, sample_seed=None, pool=None, *, nprobe=None):
         """Retrieve seeds for a text and/or attribute targets.
 
         Args:
@@ -147,11 +168,13 @@ class NoiseLibrary:
             weights (`dict`): term weights (`"text"` and attribute NAMEs).
             exclude: seeds never to return (e.g. the ones already used).
             temperature (`float`): 0 for the top-k; > 0 samples (seeded by `sample_seed`) from the best `pool`.
+            nprobe (`int`, *optional*): lists an indexed embedding scans (more: slower, closer to exact).
 
         Returns:
             `QueryResult` with seeds, scores, per-term scores and a `NoiseRecipe` per seed.
         """
         items = attributes.items() if isinstance(attributes, dict) else [parse_attribute(a) for a in attributes]
+        check_distinct(items)
         exemplar = self._exemplar_extractors()
         targets = [parse_target(name, value, self.manifest, exemplar) for name, value in items]
         for target in targets:
@@ -164,7 +187,7 @@ class NoiseLibrary:
         if semantic is None and len(embedding) == 1:  # a clip exemplar alone acts as the semantic key
             semantic, targets = embedding[0].value, [t for t in targets if t.kind != "embedding"]
         rows, scores, terms = run_query(self, semantic, targets, top_k, mode, rerank_k, weights, exclude,
-                                        temperature, sample_seed, pool)
+                                        temperature, sample_seed, pool, nprobe=nprobe)
         seeds = self.seeds[rows.numpy()].tolist()
         return QueryResult(seeds, [round(float(s), 6) for s in scores], self.recipes(seeds),
                            {k: [round(float(x), 6) for x in v] for k, v in terms.items()}, rows.tolist())
@@ -177,11 +200,11 @@ class NoiseLibrary:
         return [NoiseRecipe(int(self.seeds[r]), self.latent_shape, checksum=int_to_checksum(self.checksums[r]))
                 for r in rows]
 
-    def noise(self, seeds, pipe=None, height=None, width=None):
+    def noise(self, seeds, pipe=None, height=None, width=None, *, force=False):
         """`(len(seeds), C, h, w)` float32 noise of `seeds`, each verified against its stored checksum; with
-        `pipe`, its latent shape is checked first."""
+        `pipe`, its model and latent shape are checked first (see `check_pipeline`)."""
         if pipe is not None:
-            self.check_pipeline(pipe, height, width)
+            self.check_pipeline(pipe, height, width, force=force)
         rows = []
         for recipe in self.recipes(seeds):
             row = noise_from_seed(recipe.seed, self.latent_shape)
@@ -196,7 +219,7 @@ class NoiseLibrary:
         add_features(pipe, self.path, extractor, **kwargs)
         fresh = NoiseLibrary.load(self.path)
         self.manifest, self.seeds, self.checksums = fresh.manifest, fresh.seeds, fresh.checksums
-        self.features, self.missing = fresh.features, fresh.missing
+        self.features, self.missing, self.indexes = fresh.features, fresh.missing, fresh.indexes
         self._std, self._sorted, self._columns = {}, {}, {}
 
 
@@ -214,7 +237,8 @@ _OPEN = {}
 
 
 def library_noise(pipe, library_path, attributes=(), text=None, seeds_needed=1, exclude=(), temperature=0.0,
-                  sample_seed=None, mode="rerank", rerank_k=100, height=None, width=None, clip=None, prompt=None):
+                  sample_seed=None, mode="rerank", rerank_k=100, height=None, width=None, clip=None, prompt=None, *,
+                  force=False):
     """Pick `seeds_needed` noises from a library for `noisekit generate --library PATH --attribute NAME=VALUE`.
 
     Args:
@@ -226,6 +250,7 @@ def library_noise(pipe, library_path, attributes=(), text=None, seeds_needed=1, 
         clip: an already loaded CLIP `Extractor` to use instead of reloading the recorded source.
         prompt (`str`, *optional*): the text when `text` is not given and the library has CLIP features (a
             library of attributes alone is then queried by its attributes).
+        force (`bool`): use the library although `pipe`'s denoiser is not the one it was built with.
 
     Returns:
         `(noise (seeds_needed, C, h, w) float32, recipes, QueryResult)`.
@@ -234,14 +259,15 @@ def library_noise(pipe, library_path, attributes=(), text=None, seeds_needed=1, 
         >>> noise, recipes, _ = library_noise(pipe, "lib", ["brightness=high"], "a red circle", 4)
         >>> images = noisekit.sample(pipe, "a red circle", noise).images
     """
-    stamp = tuple(os.stat(p).st_mtime_ns for p in (manifest_path(library_path), shards_dir(library_path)))
+    stamp = tuple(os.stat(p).st_mtime_ns if os.path.exists(p) else None
+                  for p in (manifest_path(library_path), shards_dir(library_path), index_root(library_path)))
     if _OPEN.get(library_path, (None,))[0] != stamp:  # reload a library that grew since
         _OPEN[library_path] = (stamp, NoiseLibrary.load(library_path))
     library = _OPEN[library_path][1]
-    library.check_pipeline(pipe, height, width)
+    library.check_pipeline(pipe, height, width, force=force)
     if clip is not None:
         library.use_clip(clip)
-    if text is None and "clip" in library.features:
+    if text is None and ("clip" in library.features or "clip" in library.indexes):
         text = prompt
     result = library.query(text, attributes, top_k=seeds_needed, mode=mode, rerank_k=rerank_k, exclude=exclude,
                            temperature=temperature, sample_seed=sample_seed)

@@ -11,12 +11,14 @@ Selection is the top `top_k` (ties by lower seed), or with `temperature > 0` a s
 without replacement from the best `pool` with probabilities softmax(score / temperature) (Gumbel top-k).
 """
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .targets import resolve_bound
+from .index import ExactTable
+from .targets import resolve_bound, resolve_range
 
 MODES = ("rerank", "weighted")
 
@@ -39,8 +41,7 @@ class QueryResult:
 def target_score(library, target, rows=None):
     """Higher-is-better float32 score of `target` for library rows `rows` (all when `None`)."""
     if target.kind == "embedding":
-        table = library.features[target.extractor]
-        return (table if rows is None else table[rows]) @ target.value.float()
+        return library.embedding(target.extractor).scores(target.value, rows)
     columns = list(target.columns)
     by_column = library.column_major(target.extractor)  # (D, N): one attribute is a contiguous row
     values = [by_column[c] if rows is None else by_column[c][rows] for c in columns]
@@ -59,7 +60,7 @@ def target_score(library, target, rows=None):
         if target.kind == "value":
             distance = (x - resolve_bound(target.value, ordered)).abs()
         else:
-            low, high = (resolve_bound(bound, ordered) for bound in target.value)
+            low, high = resolve_range(target, ordered)
             distance = torch.zeros_like(x)
             if low is not None:
                 distance += (low - x).clamp(min=0)
@@ -102,8 +103,42 @@ def standardise(values):
     return (values - mean) / (std if std > 0 else 1.0)
 
 
+def check_options(semantic, targets, top_k, mode, rerank_k, weights, temperature, nprobe):
+    if semantic is None and not targets:
+        raise ValueError("a query needs `text` (or a clip exemplar) or at least one attribute.")
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
+    for name, value in (("top_k", top_k), ("rerank_k", rerank_k), ("nprobe", 1 if nprobe is None else nprobe)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"`temperature` must be a finite number >= 0, got {temperature!r}.")
+    weights = dict(weights or {})
+    unknown = set(weights) - {"text"} - {t.name for t in targets}
+    if unknown:
+        raise ValueError(f"`weights` may name 'text' and the query's attributes, got {sorted(unknown)}.")
+    for name, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"`weights` must be finite numbers, got {name}={value!r}.")
+    return weights
+
+
+def semantic_candidates(table, semantic, depth, blocked, nprobe):
+    """`(rows, scores)` of the `depth` best entries by cosine, best first (ties: lower row), `blocked` left out.
+    An exact table is scanned whole; an index scans its probed lists."""
+    if isinstance(table, ExactTable):
+        scores = table.scores(semantic)
+        if len(blocked):
+            scores[blocked] = -torch.inf
+        rows = select_top(scores, depth)
+        return rows, scores[rows]
+    rows, scores = table.search(semantic, depth, blocked=blocked, nprobe=nprobe)  # rows ascending
+    best = select_top(scores, depth)
+    return rows[best], scores[best]
+
+
 def run_query(library, semantic, targets, top_k=1, mode="rerank", rerank_k=100, weights=None, exclude=(),
-              temperature=0.0, sample_seed=None, pool=None):
+              temperature=0.0, sample_seed=None, pool=None, *, nprobe=None):
     """Rank `library` for a semantic vector and attribute targets; returns `(rows, scores, terms)`.
 
     Args:
@@ -111,29 +146,21 @@ def run_query(library, semantic, targets, top_k=1, mode="rerank", rerank_k=100, 
         targets (`list[Target]`): attribute targets.
         weights (`dict`): term weights by name (`"text"` for the semantic term; 1 by default).
         exclude: seeds never to return.
+        nprobe (`int`, *optional*): lists an indexed embedding scans (its recorded default when `None`).
     """
-    if semantic is None and not targets:
-        raise ValueError("a query needs `text` (or a clip exemplar) or at least one attribute.")
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
-    for name, value in (("top_k", top_k), ("rerank_k", rerank_k)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    if temperature < 0:
-        raise ValueError(f"`temperature` must be >= 0, got {temperature!r}.")
-    weights = dict(weights or {})
-    unknown = set(weights) - {"text"} - {t.name for t in targets}
-    if unknown:
-        raise ValueError(f"`weights` may name 'text' and the query's attributes, got {sorted(unknown)}.")
+    weights = check_options(semantic, targets, top_k, mode, rerank_k, weights, temperature, nprobe)
     blocked = library.rows_of(exclude)
-    terms = {}
-    if semantic is not None:
-        terms["text"] = library.features["clip"] @ semantic.float()
-        if len(blocked):
-            terms["text"][blocked] = -torch.inf
-    if semantic is not None and targets and mode == "rerank":
-        rows = select_top(terms["text"], rerank_k)
-        terms = {"text": terms["text"][rows]}
+    text_weight = weights.get("text", 1.0)
+    if semantic is not None and ((not targets and text_weight > 0) or (targets and mode == "rerank")):
+        # only the best cosines matter: an index need not scan everything
+        depth = rerank_k if targets else (max(pool or max(10 * top_k, 100), top_k) if temperature > 0 else top_k)
+        rows, text = semantic_candidates(library.embedding("clip"), semantic, depth, blocked, nprobe)
+        if not targets:
+            text = text_weight * text
+            keep = sample_rows(text, top_k, temperature, sample_seed, depth) if temperature > 0 \
+                else select_top(text, top_k)
+            return rows[keep], text[keep], {"text": text[keep]}
+        terms = {"text": text}
         for target in targets:
             terms[target.name] = weights.get(target.name, 1.0) * target_score(library, target, rows)
         total = sum(terms[t.name] for t in targets)
@@ -141,6 +168,9 @@ def run_query(library, semantic, targets, top_k=1, mode="rerank", rerank_k=100, 
         keep = sample_rows(total, top_k, temperature, sample_seed, pool or len(rows)) if temperature > 0 \
             else order[:top_k]
         return rows[keep], total[keep], {name: values[keep] for name, values in terms.items()}
+    terms = {}
+    if semantic is not None:  # weighted: the cosine is standardised over the whole library, so scan it all
+        terms["text"] = library.embedding("clip").scores(semantic)
     for target in targets:
         terms[target.name] = weights.get(target.name, 1.0) * target_score(library, target)
     if "text" in terms:

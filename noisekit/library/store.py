@@ -5,6 +5,8 @@ LIB/manifest.json                                   what the posteriors are (mod
 LIB/shards/shard-<first>-<stop>.safetensors         seeds (int64), checksums (int64), features.<name> (N, D)
 LIB/shards/shard-<first>-<stop>.json                the shard's commit record: seeds, rows, feature digests
 LIB/shards/shard-<first>-<stop>.<name>-<digest>.safetensors   a feature added later (seeds + features.<name>)
+LIB/index/<name>-<digest>/...                       an embedding's IVF index, derived from the shards (`index`)
+LIB/writer.lock                                     held by the one process writing (`lock`)
 ```
 
 A file is written to a temporary name and renamed (`os.replace`), so a reader sees all of it or none; a shard
@@ -21,7 +23,8 @@ import os
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 FORMAT = "noisekit-library"
 FORMAT_VERSION = 1
@@ -133,6 +136,11 @@ def feature_file(path, shard, key, digest):
     return os.path.join(shards_dir(path), f"{shard}.{key}-{digest}.safetensors")
 
 
+def feature_files(path):
+    """Feature files added to shards (`add_features`)."""
+    return glob.glob(os.path.join(shards_dir(path), "shard-*.*-*.safetensors"))
+
+
 def write_feature(path, shard, key, description, seeds, values):
     """Commit features `key` added to an existing shard."""
     tensors = {"seeds": torch.as_tensor(seeds, dtype=torch.int64),
@@ -141,13 +149,30 @@ def write_feature(path, shard, key, description, seeds, values):
     atomic_write(target, lambda tmp: save_file(tensors, tmp))
 
 
+def read_record(record_path):
+    try:
+        with open(record_path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"library shard record {record_path!r} is truncated or corrupt ({error}); delete it and its "
+                         f".safetensors, then resume the build (`--resume`).") from None
+
+
 def committed_shards(path):
     """The commit records of every finished shard, in seed order."""
-    records = []
-    for record_path in glob.glob(os.path.join(shards_dir(path), "shard-*.json")):
-        with open(record_path) as f:
-            records.append(json.load(f))
+    records = [read_record(p) for p in glob.glob(os.path.join(shards_dir(path), "shard-*.json"))]
     return sorted(records, key=lambda r: r["first_seed"])
+
+
+def read_tensors(file, keys=None):
+    """`{key: tensor}` of a shard file (every key when `None`); a truncated or corrupt file is a one-line
+    ValueError naming it (safetensors checks that the header covers the whole file)."""
+    try:
+        with safe_open(file, framework="pt") as f:
+            return {key: f.get_tensor(key) for key in (f.keys() if keys is None else keys)}
+    except Exception as error:  # safetensors raises its own SafetensorError, missing keys a plain one
+        raise ValueError(f"library shard {file!r} is truncated or corrupt ({str(error).splitlines()[0]}); delete it "
+                         f"and its .json record, then resume the build (`--resume`).") from None
 
 
 def shard_has(path, record, key, description):
@@ -155,36 +180,66 @@ def shard_has(path, record, key, description):
     return record["features"].get(key) == digest or os.path.isfile(feature_file(path, record["name"], key, digest))
 
 
-def load_table(path, manifest):
-    """`(seeds, checksums, features, missing)`: int64 numpy arrays sorted by seed, `{name: float32 tensor (N, D)}`
-    for every extractor of the manifest that every shard has, and the names some shard lacks."""
-    seeds, checksums, parts = [], [], {key: [] for key in manifest["extractors"]}
-    for record in committed_shards(path):
-        base = load_file(os.path.join(shards_dir(path), record["name"] + ".safetensors"))
+def shard_file(path, record):
+    return os.path.join(shards_dir(path), record["name"] + ".safetensors")
+
+
+def feature_chunks(path, manifest, key, records):
+    """The shards' `key` features in shard order, or `None` if some shard lacks them."""
+    digest, chunks = feature_digest(manifest["extractors"][key]), []
+    for record in records:
+        if record["features"].get(key) == digest:
+            chunks.append(read_tensors(shard_file(path, record), [f"features.{key}"])[f"features.{key}"])
+        elif os.path.isfile(feature_file(path, record["name"], key, digest)):
+            chunks.append(read_tensors(feature_file(path, record["name"], key, digest),
+                                       [f"features.{key}"])[f"features.{key}"])
+        else:
+            return None
+    return chunks
+
+
+def load_seeds(path, records):
+    """`(seeds, checksums, order)`: int64 arrays in shard order and the permutation that sorts them."""
+    seeds, checksums = [], []
+    for record in records:
+        base = read_tensors(shard_file(path, record), ["seeds", "checksums"])
         seeds.append(base["seeds"].numpy())
         checksums.append(base["checksums"].numpy())
-        for key, description in manifest["extractors"].items():
-            if parts[key] is None:
-                continue
-            digest = feature_digest(description)
-            if record["features"].get(key) == digest:
-                parts[key].append(base[f"features.{key}"])
-            elif os.path.isfile(feature_file(path, record["name"], key, digest)):
-                parts[key].append(load_file(feature_file(path, record["name"], key, digest))[f"features.{key}"])
-            else:
-                parts[key] = None
     seeds = np.concatenate(seeds) if seeds else np.zeros(0, np.int64)
     checksums = np.concatenate(checksums) if checksums else np.zeros(0, np.int64)
-    order = np.argsort(seeds, kind="stable")
     if len(np.unique(seeds)) != len(seeds):
         raise ValueError(f"library {path!r} holds some seeds in two shards; it was written by something other "
                          f"than noisekit.")
+    return seeds, checksums, np.argsort(seeds, kind="stable")
+
+
+def load_feature(path, manifest, key, records, order):
+    """`key`'s features `(N, D)` in seed order, in their stored dtype, or `None` if some shard lacks them."""
+    chunks = feature_chunks(path, manifest, key, records)
+    if chunks is None:
+        return None
+    storage = getattr(torch, manifest["extractors"][key]["storage"])
+    values = torch.cat(chunks) if chunks else torch.zeros(0, manifest["extractors"][key]["dim"], dtype=storage)
+    return values[torch.from_numpy(order)]
+
+
+def load_features(path, manifest, records, order, skip=()):
+    """`(features, missing)`: `{name: float32 tensor (N, D)}` in seed order for every extractor of the manifest
+    that every shard has (except those in `skip`, read elsewhere), and the names some shard lacks."""
     features, missing = {}, []
-    for key, chunks in parts.items():
-        if chunks is None:
-            missing.append(key)
+    for key in manifest["extractors"]:
+        if key in skip:
             continue
-        dim = manifest["extractors"][key]["dim"]
-        values = torch.cat(chunks).float() if chunks else torch.zeros(0, dim)
-        features[key] = values[torch.from_numpy(order)]
-    return seeds[order], checksums[order], features, missing
+        values = load_feature(path, manifest, key, records, order)
+        if values is None:
+            missing.append(key)
+        else:
+            features[key] = values.float()
+    return features, missing
+
+
+def load_table(path, manifest):
+    """`(seeds, checksums, features, missing)`: int64 numpy arrays sorted by seed, then as `load_features`."""
+    records = committed_shards(path)
+    seeds, checksums, order = load_seeds(path, records)
+    return (seeds[order], checksums[order], *load_features(path, manifest, records, order))

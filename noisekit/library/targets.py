@@ -15,6 +15,7 @@ Scores are higher-is-better and in units of the library's spread (standard devia
 the RMS L*a*b* spread), so terms of different attributes add up.
 """
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -120,9 +121,30 @@ def _number(token, name):
             raise ValueError(f"attribute {name!r}: a percentile must be p0..p100, got {token!r}.")
         return ("percentile", percent)
     try:
-        return float(token)
+        number = float(token)
     except ValueError:
         return "bad"
+    if not math.isfinite(number):
+        raise ValueError(f"attribute {name!r}: a value must be a finite number, got {token!r}.")
+    return number
+
+
+def check_range(name, low, high, spec):
+    """Refuse a range whose low end is above its high end (`0.8..0.2`, `p90..p10`)."""
+    if low is None or high is None or isinstance(low, tuple) != isinstance(high, tuple):
+        return  # a number against a percentile is checked once the percentile is read (`resolve_range`)
+    if (low[1] if isinstance(low, tuple) else low) > (high[1] if isinstance(high, tuple) else high):
+        raise ValueError(f"attribute {name!r}: a range LO..HI needs LO <= HI, got {spec!r}.")
+
+
+def check_distinct(items):
+    """Refuse an attribute NAME given twice (`brightness=high` with `brightness=low` asks for nothing)."""
+    seen = {}
+    for name, value in items:
+        if name in seen:
+            raise ValueError(f"attribute {name!r} is given twice ({seen[name]!r} and {value!r}); give each NAME "
+                             f"once.")
+        seen[name] = value if isinstance(value, str) else f"<{type(value).__name__}>"
 
 
 def parse_target(name, value, manifest, extractors=None):
@@ -141,6 +163,7 @@ def parse_target(name, value, manifest, extractors=None):
         if ".." in text:
             low, high = (_number(t.strip(), name) for t in text.split("..", 1))
             if "bad" not in (low, high) and (low, high) != (None, None):
+                check_range(name, low, high, spec)
                 return Target(name, extractor, indices, "range", (low, high), spec)
         else:
             number = _number(text, name)
@@ -159,6 +182,15 @@ def parse_target(name, value, manifest, extractors=None):
     if not columns:
         return Target(name, extractor, (), "embedding", features, spec)
     return Target(name, extractor, indices, "exemplar", features[list(indices)], spec)
+
+
+def resolve_range(target, column):
+    """`(low, high)` numbers of a range target (None = open); a range that is empty once read is refused."""
+    low, high = (resolve_bound(bound, column) for bound in target.value)
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"attribute {target.name!r}: the range {target.spec!r} is empty in this library "
+                         f"({low:.4g} > {high:.4g}); give LO <= HI.")
+    return low, high
 
 
 def resolve_bound(bound, column):
