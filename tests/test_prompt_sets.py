@@ -89,6 +89,8 @@ def test_a_built_wheel_ships_the_data(tmp_path):
         shutil.copy(root / name, source / name)
     for name in ["noisekit", "pipelines"]:
         shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "assets").mkdir()  # the shapes models (package data too) are left out: this checks the prompt sets
+    shutil.copy(root / "assets" / "__init__.py", source / "assets" / "__init__.py")
     cwd = os.getcwd()
     os.chdir(source)
     try:

@@ -110,10 +110,14 @@ def test_inspect_reports_karras_sigmas_above_the_original_max():
 def test_cfg_rescale_runs_through_the_sampler(sd2_pipe):
     pipe = zero_snr(with_scheduler(sd2_pipe, EulerDiscreteScheduler))
     noise = seed_noise(pipe, [0])
-    plain = sample(pipe, "a red circle", noise, num_inference_steps=4, guidance_scale=7.0, output_type="latent")
+    plain = sample(pipe, "a red circle", noise, num_inference_steps=4, guidance_scale=7.0, guidance_rescale=0.0,
+                   output_type="latent")
     rescaled = sample(pipe, "a red circle", noise, num_inference_steps=4, guidance_scale=7.0, guidance_rescale=0.7,
                       output_type="latent")
     assert not torch.allclose(plain.latents, rescaled.latents)
+    # zero_snr's CFG rescale is the default of every entry point afterwards, as its docstring says
+    default = sample(pipe, "a red circle", noise, num_inference_steps=4, guidance_scale=7.0, output_type="latent")
+    assert torch.equal(default.latents, rescaled.latents)
 
 
 def test_inspect_schedule_cli(tmp_path, sd2_pipe, capsys):
@@ -122,7 +126,7 @@ def test_inspect_schedule_cli(tmp_path, sd2_pipe, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["prediction_type"] == "v_prediction" and len(report["timesteps"]) == 20
     assert main(["inspect-schedule", "--model", "not a model"]) == 2
-    assert "must be a diffusers pipeline folder" in capsys.readouterr().err
+    assert "is neither a local path" in capsys.readouterr().err
 
 
 def test_trailing_sets_for_every_n():
