@@ -138,3 +138,47 @@ def test_clustered_table_recall(tmp_path):
     assert hits / 200 >= 0.95
     with pytest.raises(ValueError, match="`nprobe` must be an integer in \\[1, 64\\], got 65"):
         write_index(str(tmp_path / "other"), table.half(), np.arange(4000), lists=64, nprobe=65)
+
+
+def synthetic_pair(tmp_path, entries=4000, dim=32):
+    """The same clustered table as an exact library and as an indexed one (64 lists, 8 probed: the default
+    eighth)."""
+    from noisekit.library import Extractor, get_extractor
+
+    generator = torch.Generator().manual_seed(1)
+    centers = torch.randn(64, dim, generator=generator)
+    table = torch.nn.functional.normalize(centers[torch.randint(64, (entries,), generator=generator)]
+                                          + 0.5 * torch.randn(entries, dim, generator=generator), dim=1).half()
+    texts = torch.nn.functional.normalize(centers[:8] + 0.5 * torch.randn(8, dim, generator=generator), dim=1)
+    lookup = {f"q{i}": vector for i, vector in enumerate(texts)}
+    clip = Extractor("clip", 1, None, (), dim, "float16", lambda batch: torch.stack([lookup[t] for t in batch]),
+                     {"source": "synthetic", "weights_hash": "synthetic"})
+    color = get_extractor("color")
+    manifest = {"latent_shape": [4, 8, 8], "height": 64, "width": 64, "model": {"id": "synthetic"},
+                "extractors": {"color": color.describe(), "clip": clip.describe()}}
+    attributes = torch.rand(entries, len(color.columns), generator=generator)
+    write_index(str(tmp_path / "index"), table, np.arange(entries), lists=64, nprobe=8)
+    libraries = []
+    for features, indexes in (({"color": attributes, "clip": table.float()}, None),
+                              ({"color": attributes}, {"clip": IvfIndex(str(tmp_path / "index"))})):
+        library = NoiseLibrary("synthetic", manifest, np.arange(entries, dtype=np.int64),
+                               np.zeros(entries, np.int64), features, indexes=indexes)
+        library.use_clip(clip)
+        libraries.append(library)
+    return libraries
+
+
+def test_weighted_mode_from_the_index_matches_the_exact_scan(tmp_path):
+    exact, indexed = synthetic_pair(tmp_path)
+    mean, std = indexed.indexes["clip"].cosine_stats(exact.clip().encode_text(["q0"])[0])
+    cosines = exact.features["clip"] @ exact.clip().encode_text(["q0"])[0]
+    assert (mean, std) == pytest.approx((cosines.mean().item(), cosines.std().item()), abs=1e-5)
+    for query in (dict(text="q0", attributes=["brightness=low"], top_k=5),
+                  dict(text="q1", attributes=["brightness=high", "saturation=p30"], top_k=3,
+                       weights={"text": 0.3}, exclude=range(50)),
+                  dict(text="q2", attributes=["brightness=low"], top_k=4, weights={"text": 3.0}),
+                  dict(text="q3", attributes=["brightness=low"], top_k=4, temperature=0.5, sample_seed=1)):
+        a, b = (library.query(mode="weighted", **query) for library in (exact, indexed))
+        assert a.seeds == b.seeds, query
+        assert a.scores == pytest.approx(b.scores, abs=1e-4)
+        assert a.terms["text"] == pytest.approx(b.terms["text"], abs=1e-4)

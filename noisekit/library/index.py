@@ -116,12 +116,26 @@ def write_index(folder, table, seeds, *, lists=None, nprobe=None):
     for start in range(0, len(order), CHUNK):
         vectors[start:start + CHUNK] = torch.as_tensor(table[order[start:start + CHUNK].numpy()]).half().numpy()
     vectors.flush()
+    write_moments(tmp, torch.from_numpy(vectors))
     del vectors
     write_json(os.path.join(tmp, "index.json"), {"entries": len(table), "seeds": seeds_digest(seeds), "lists": lists,
                                                  "nprobe": nprobe, "dim": int(table.shape[1]),
                                                  "iterations": ITERATIONS, "sample_seed": SAMPLE_SEED})
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
+
+
+def write_moments(folder, vectors):
+    """`mean.npy` (D,) and `second.npy` (D, D): the mean and the mean outer product of the vectors, so the mean
+    and spread of every entry's cosine to a query come from two small products (`cosine_stats`)."""
+    total = torch.zeros(vectors.shape[1], dtype=torch.float64)
+    second = torch.zeros(vectors.shape[1], vectors.shape[1], dtype=torch.float64)
+    for start in range(0, len(vectors), CHUNK):
+        block = vectors[start:start + CHUNK].float()
+        total += block.sum(0, dtype=torch.float64)
+        second += (block.T @ block).double()
+    np.save(os.path.join(folder, "mean.npy"), (total / len(vectors)).numpy())
+    np.save(os.path.join(folder, "second.npy"), (second / len(vectors)).numpy())
 
 
 def read_record(folder):
@@ -160,6 +174,7 @@ class IvfIndex:
         if len(self.rows) != self.record["entries"] or tuple(self.vectors.shape) != (len(self.rows),
                                                                                      self.record["dim"]):
             raise ValueError(f"index {folder!r} is incomplete; delete it and run `build_index` again.")
+        self.mean, self.second = torch.from_numpy(load("mean.npy")), torch.from_numpy(load("second.npy"))
         self.nprobe = self.record["nprobe"]
         self._positions = None
 
@@ -191,6 +206,13 @@ class IvfIndex:
             block = self.vectors[start:start + CHUNK]
             out[self.rows[start:start + CHUNK]] = buffer[:len(block)].copy_(block) @ vector
         return out
+
+    def cosine_stats(self, vector):
+        """Mean and (unbiased) standard deviation of every entry's cosine to `vector`, without a scan."""
+        vector = vector.double()
+        mean = float(self.mean @ vector)
+        variance = max(float(vector @ self.second @ vector) - mean ** 2, 0.0) * len(self) / max(len(self) - 1, 1)
+        return mean, variance ** 0.5
 
     def search(self, vector, k, *, blocked=None, nprobe=None):
         """`(rows, scores)` of the `k` best rows among the probed lists, rows ascending (the caller ranks them);

@@ -21,6 +21,7 @@ from .index import ExactTable
 from .targets import resolve_bound, resolve_range
 
 MODES = ("rerank", "weighted")
+CHUNK_LIMIT = 65536  # entries whose cosine a weighted query reads one by one before it scans the whole table
 
 
 @dataclass
@@ -137,6 +138,42 @@ def semantic_candidates(table, semantic, depth, blocked, nprobe):
     return rows[best], scores[best]
 
 
+def weighted_from_index(library, semantic, targets, weights, top_k, blocked, temperature, sample_seed, pool,
+                        nprobe):
+    """Weighted mode without a cosine per entry: the cosine's mean and spread come from the index's moments, the
+    best cosines from its lists. An entry outside those candidates scores at most its attributes plus the lowest
+    candidate cosine's term; only entries whose bound can still reach the top are scored exactly, so the answer is
+    the exact scan's whenever the lists hold the best cosines (the whole table is scanned if too many can)."""
+    index, text_weight = library.embedding("clip"), weights.get("text", 1.0)
+    terms = {t.name: weights.get(t.name, 1.0) * target_score(library, t) for t in targets}
+    attributes = sum(terms.values())
+    if len(blocked):
+        attributes[blocked] = -torch.inf
+    mean, std = index.cosine_stats(semantic)
+    std = std if std > 0 else 1.0
+    want = max(pool or max(10 * top_k, 100), top_k) if temperature > 0 else top_k
+    rows, cosines = index.search(semantic, max(4 * want, 256), blocked=blocked, nprobe=nprobe)
+    exact = attributes[rows] + text_weight * (cosines - mean) / std
+    floor = cosines.min() if len(cosines) else torch.tensor(-1.0)
+    bound = attributes + text_weight * (floor - mean) / std
+    bound[rows] = -torch.inf
+    cut = torch.topk(exact, min(want, len(exact))).values[-1] if len(exact) else torch.tensor(-torch.inf)
+    extra = (bound >= cut).nonzero().flatten()
+    if len(extra) > CHUNK_LIMIT:  # the attributes decide: score every entry
+        rows, cosines = torch.arange(len(attributes)), index.scores(semantic)
+    elif len(extra):
+        rows = torch.cat([rows, extra])
+        cosines = torch.cat([cosines, index.scores(semantic, extra)])
+    order = torch.argsort(rows)  # ties go to the lower row, as in the exact scan
+    rows, cosines = rows[order], cosines[order]
+    text = text_weight * (cosines - mean) / std
+    scores = attributes[rows] + text
+    pool = pool or max(10 * top_k, 100)
+    keep = sample_rows(scores, top_k, temperature, sample_seed, pool) if temperature > 0 else select_top(scores, top_k)
+    chosen = rows[keep]
+    return chosen, scores[keep], {"text": text[keep], **{name: values[chosen] for name, values in terms.items()}}
+
+
 def run_query(library, semantic, targets, top_k=1, mode="rerank", rerank_k=100, weights=None, exclude=(),
               temperature=0.0, sample_seed=None, pool=None, *, nprobe=None):
     """Rank `library` for a semantic vector and attribute targets; returns `(rows, scores, terms)`.
@@ -168,6 +205,10 @@ def run_query(library, semantic, targets, top_k=1, mode="rerank", rerank_k=100, 
         keep = sample_rows(total, top_k, temperature, sample_seed, pool or len(rows)) if temperature > 0 \
             else order[:top_k]
         return rows[keep], total[keep], {name: values[keep] for name, values in terms.items()}
+    if semantic is not None and targets and text_weight >= 0 and not isinstance(library.embedding("clip"),
+                                                                                 ExactTable):
+        return weighted_from_index(library, semantic, targets, weights, top_k, blocked, temperature, sample_seed,
+                                   pool, nprobe)
     terms = {}
     if semantic is not None:  # weighted: the cosine is standardised over the whole library, so scan it all
         terms["text"] = library.embedding("clip").scores(semantic)
