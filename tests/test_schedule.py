@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import with_scheduler
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
-                       LMSDiscreteScheduler)
+                       LMSDiscreteScheduler, UniPCMultistepScheduler)
 
 from noisekit import Sampler, sample, seed_noise
 from noisekit.cli import main
@@ -76,7 +76,8 @@ def test_bad_mode_is_refused(sd2_pipe):
 
 
 @pytest.mark.parametrize("n", [61, 103, 20])
-@pytest.mark.parametrize("scheduler_class", [DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler])
+@pytest.mark.parametrize("scheduler_class", [DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler,
+                                             UniPCMultistepScheduler])
 def test_exactly_n_timesteps_none_negative(sd2_pipe, n, scheduler_class):
     pipe = zero_snr(with_scheduler(sd2_pipe, scheduler_class))
     sampler = Sampler(pipe, ["a red circle"], num_inference_steps=n)
@@ -85,6 +86,19 @@ def test_exactly_n_timesteps_none_negative(sd2_pipe, n, scheduler_class):
     if n == 61:  # and it samples to the end
         out = sample(pipe, "a red circle", seed_noise(pipe, [0]), num_inference_steps=n, output_type="latent")
         assert torch.isfinite(out.latents).all() and out.nfe == 2 * n
+
+
+def test_unipc_drops_the_extra_timestep_as_its_own_correct_schedule_would_be(sd2_pipe):
+    """UniPC takes no explicit timesteps: the -1 and its sigma are dropped, and the n sigmas that remain are the ones
+    UniPC computes for those n timesteps (each sigma interpolated at its own timestep)."""
+    import numpy as np
+
+    pipe = zero_snr(with_scheduler(sd2_pipe, UniPCMultistepScheduler))
+    sampler = Sampler(pipe, ["a red circle"], num_inference_steps=61)
+    full = ((1 - pipe.scheduler.alphas_cumprod) / pipe.scheduler.alphas_cumprod) ** 0.5
+    expected = np.interp(trailing_timesteps(61), np.arange(len(full)), full.numpy())
+    assert np.allclose(sampler.scheduler.sigmas[:-1].numpy(), expected, rtol=1e-6)
+    assert len(sampler.scheduler.sigmas) == 62 and float(sampler.scheduler.sigmas[-1]) == 0.0
 
 
 def test_inspect_reports_leading_spacing_and_the_trailing_bug():

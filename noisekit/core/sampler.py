@@ -140,6 +140,8 @@ class Sampler:
                 self.scheduler.set_timesteps(timesteps=correct.tolist(), device=self.device)
             elif not hasattr(self.scheduler, "sigmas"):
                 self.scheduler.timesteps = self.scheduler.timesteps[self.scheduler.timesteps >= 0]
+            elif _drop_last_timestep(self.scheduler, correct):
+                pass  # UniPC: the n correct timesteps are the first n, and each sigma is a function of its timestep
             else:
                 raise ValueError(f"{type(self.scheduler).__name__} yields a -1 timestep with trailing spacing at "
                                  f"{num_inference_steps} steps and takes no explicit timesteps; use another step "
@@ -198,6 +200,18 @@ class Sampler:
         synchronize(self.device)
         self.decode_seconds += time.perf_counter() - began
         return images
+
+
+def _drop_last_timestep(scheduler, correct):
+    """Drop trailing spacing's extra `-1` timestep (the last) and its sigma, keeping the final sigma, when that
+    leaves exactly the correct timesteps; returns whether it did."""
+    timesteps, sigmas = scheduler.timesteps, scheduler.sigmas
+    if len(sigmas) != len(timesteps) + 1 or timesteps[:-1].cpu().tolist() != correct.tolist():
+        return False
+    scheduler.timesteps = timesteps[:-1]
+    scheduler.sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    scheduler.num_inference_steps = len(scheduler.timesteps)
+    return True
 
 
 def synchronize(device):
