@@ -54,6 +54,7 @@ class NLGStage:
     noise_variance: float = NLG_DEFAULTS["noise_variance"]
     renormalize: bool = NLG_DEFAULTS["renormalize"]
     timestep: object = NLG_DEFAULTS["timestep"]
+    official: bool = NLG_DEFAULTS["official"]  # the official script's deviations (see noisekit.transforms.nlg)
 
     def params(self):
         return dataclasses.asdict(self)
@@ -159,7 +160,7 @@ def prepare(sampler, plan, prompt_index, seeds):
 def search_prompt(sampler, plan, prompt_index, seeds, output_type="pil"):
     """The search stage on one prompt: the candidates a budget (or `num_candidates`) buys, made and transformed
     once, then searched. Returns the `SearchResult`."""
-    from .search.strategies import as_reward_dict, plan_count, resolve_schedule, search
+    from .search.strategies import as_reward_dict, check_candidate_count, plan_count, resolve_schedule, search
 
     stage = plan.search
     rewards = as_reward_dict(stage.rewards)
@@ -170,6 +171,7 @@ def search_prompt(sampler, plan, prompt_index, seeds, output_type="pil"):
                            reward_cost=stage.reward_cost, formula=stage.formula, stage_nfe=plan.stage_nfe())
     if count is None:
         raise ValueError("`search` needs `num_candidates` or `budget`.")
+    check_candidate_count(count)  # before a list of that many seeds is made
     candidates = prepare(sampler, plan, prompt_index, seed_list(seeds, count))
     return search(sampler, prompt_index, rewards, candidates=candidates, budget=stage.budget,
                   schedule=stage.pruning, preview_rewards=stage.preview_rewards, reward_cost=stage.reward_cost,

@@ -48,7 +48,7 @@ def _lift(x, block_height, block_width):
     return spread / (block_height * block_width) ** 0.5
 
 
-def golden_noise(npnet, noise, prompt_embeds, generator=None):
+def golden_noise(npnet, noise, prompt_embeds, generator=None, *, official_train_mode=False):
     """Golden noise for unit-variance `noise` `(B, 4, h, w)` of any size (the module docstring's exact resize).
 
     Args:
@@ -57,8 +57,19 @@ def golden_noise(npnet, noise, prompt_embeds, generator=None):
         generator: one CPU `torch.Generator` or one per row, for the fresh detail noise E; needed only when h or w
             is not a multiple of the trained size.
 
+        official_train_mode (`bool`): run the net in training mode, as the official inference script does (it
+            never calls `.eval()`): Swin's drop-path is then active, so the golden noise is random (two runs differ
+            by up to 0.8) and cannot be replayed. Only to reproduce published numbers.
+
     Returns: float32 `(B, 4, h, w)` on `noise`'s device; `noise` itself is left untouched.
     """
+    if official_train_mode:
+        was_training = npnet.training
+        npnet.train()
+        try:
+            return golden_noise(npnet, noise, prompt_embeds, generator)
+        finally:
+            npnet.train(was_training)
     side = npnet.config.sample_size
     batch, _, height, width = noise.shape
     if (height, width) == (side, side):

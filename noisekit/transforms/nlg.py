@@ -17,6 +17,11 @@ terminal SNR (0.004682; t = 880 on the rescaled SD schedule). The injected noise
 official script re-injects one fixed vector), the caller's tensor is never modified, the arithmetic is float32,
 `relative_clip` scales the clip with sqrt(D), and every iteration's |d|, clipping and cosine to the start noise
 are returned.
+
+`official=True` reproduces the official script where it deviates, for matching published numbers: one injected
+vector drawn once and re-injected at every iteration (its RNG state is restored around each draw), the v -> eps
+conversion with the t = 0 sigma (what `scheduler.sigmas[0]` holds before `set_timesteps`, as in its first batch),
+and latents held in float16 between iterations (it runs the UNet on `.half()` latents).
 """
 
 from dataclasses import dataclass, field
@@ -69,7 +74,7 @@ def _epsilon(prediction_type, output, x, alpha, sigma):
 @torch.no_grad()
 def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.0, clip=0.5, relative_clip=None,
                          noise_variance=1e-3, renormalize=True, timestep="auto", negative_prompt=None,
-                         generator=None, micro_batch_size=None, conditioning=None, prompt_index=None):
+                         generator=None, micro_batch_size=None, conditioning=None, prompt_index=None, official=False):
     """Refine unit-variance `noise` `(N, C, h, w)` for `prompt` (one, or one per row) with NLG; returns `NLGOutput`.
 
     Args:
@@ -82,6 +87,7 @@ def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.
             stage uses).
         conditioning, prompt_index: an already encoded run (`Sampler.conditioning`, with unconditional rows)
             and each row's prompt in it; `prompt` and `negative_prompt` are then not encoded again.
+        official (`bool`): reproduce the official script's deviations (module docstring); off by default.
 
     Examples:
         >>> noise = noisekit.seed_noise(pipe, [0, 1])
@@ -106,7 +112,7 @@ def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.
         prompt_index = [distinct.index(p) for p in prompts]
     if not conditioning.has_uncond:
         raise ValueError("NLG needs the unconditional rows of the conditioning (encode with CFG or with_uncond).")
-    alpha_bar = pipe.scheduler.alphas_cumprod[t].double()
+    alpha_bar = pipe.scheduler.alphas_cumprod[0 if official else t].double()
     alpha, sigma = float(alpha_bar.sqrt()), float((1 - alpha_bar).sqrt())
     dims = noise[0].numel()
     threshold = clip if relative_clip is None else relative_clip * dims**0.5
@@ -119,7 +125,8 @@ def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.
         rows = slice(first, first + size)
         denoise = lambda x, rows=rows: adapter.denoise(x, t_tensor(t, adapter), conditioning, index[rows], True)  # noqa
         n, diagnostics = _refine(adapter, denoise, start[rows], alpha, sigma, threshold, num_iterations, step_size,
-                                 noise_variance, renormalize, generator[rows] if generator is not None else None)
+                                 noise_variance, renormalize, generator[rows] if generator is not None else None,
+                                 official)
         refined.append(n)
         per_batch.append(diagnostics)
     diagnostics = [{key: [v for batch in per_batch for v in batch[i][key]] for key in per_batch[0][i]}
@@ -131,11 +138,16 @@ def t_tensor(t, adapter):
     return torch.tensor(t, device=adapter.device)
 
 
+def _injected(generator, shape):
+    return torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generator])
+
+
 def _refine(adapter, denoise, start, alpha, sigma, threshold, num_iterations, step_size, noise_variance,
-            renormalize, generator):
+            renormalize, generator, official=False):
     prediction_type = adapter.pipe.scheduler.config.prediction_type
     dims = start[0].numel()
     n, diagnostics = start.clone(), []
+    fixed = _injected(generator, n.shape[1:]) if official and noise_variance > 0 else None
     for _ in range(num_iterations):
         x = torch.cat([n, n]).to(adapter.device, adapter.dtype)
         output = denoise(x)
@@ -146,10 +158,12 @@ def _refine(adapter, denoise, start, alpha, sigma, threshold, num_iterations, st
         scale = torch.clamp(threshold / norm.clamp_min(1e-12), max=1.0)
         n = n - step_size * d * scale.view(-1, 1, 1, 1)
         if noise_variance > 0:
-            xi = torch.cat([torch.randn((1, *n.shape[1:]), generator=g, dtype=torch.float32) for g in generator])
+            xi = fixed if fixed is not None else _injected(generator, n.shape[1:])
             n = n + noise_variance**0.5 * xi
         if renormalize:
             n = n * (dims**0.5 / n.flatten(1).norm(dim=1)).view(-1, 1, 1, 1)
+        if official:
+            n = n.half().float()
         diagnostics.append({"norm_d": norm.tolist(), "clipped": (norm > threshold).tolist(),
                             "cosine_to_start": torch.nn.functional.cosine_similarity(n.flatten(1), start.flatten(1))
                             .tolist()})
@@ -157,7 +171,7 @@ def _refine(adapter, denoise, start, alpha, sigma, threshold, num_iterations, st
 
 
 NLG_DEFAULTS = dict(num_iterations=20, step_size=1.0, clip=0.5, relative_clip=None, noise_variance=1e-3,
-                    renormalize=True, timestep="auto", negative_prompt=None)
+                    renormalize=True, timestep="auto", negative_prompt=None, official=False)
 
 
 def nlg_generator_seed(seed):
