@@ -188,3 +188,22 @@ def test_search_stage_on_sdxl_with_a_library(sdxl_pipe, libraries):
 
     pool = NoiseLibrary.load(libraries["sdxl"]).query(attributes=["brightness=low"], top_k=4).seeds
     assert len(out.recipes) == 1 and out.recipes[0]["seed"] in pool and out.nfe == 4 * 4 * 2
+
+
+def test_a_composed_plan_encodes_each_prompt_once(sd1_pipe):
+    """Library-free plan with golden noise, NLG and a search stage: the text encoder runs once per prompt for the
+    conditional rows and once for the unconditional ones (CFG), whatever the stages."""
+    calls = []
+    pipe = NoisekitStableDiffusionPipeline.from_pipe(sd1_pipe, npnet=npnet_for(32))
+    handle = pipe.text_encoder.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        plan = NoisePlan(npnet=True, nlg={"num_iterations": 1},
+                         search={"rewards": {"mean": lambda images, prompts, sigma=None: torch.arange(len(images))}})
+        pipe([PROMPT, "a blue square"], seeds=[0, 1], noise_plan=plan, **SETTINGS)
+        assert len(calls) == 2 * 2
+        calls.clear()
+        pipe([PROMPT, "a blue square"], seeds=[0, 1], noise_plan=NoisePlan(npnet=True, nlg={"num_iterations": 1}),
+             **SETTINGS)
+        assert len(calls) == 2 * 2  # the stock call gets the embeddings, it does not encode again
+    finally:
+        handle.remove()
