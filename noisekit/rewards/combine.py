@@ -44,6 +44,12 @@ def _integer_ranks(values):
     return below + (equal - 1) / 2
 
 
+def finite_mask(scores):
+    """`(..., n)` bool: True where a candidate's score is finite under every reward of `{name: (..., n)}`."""
+    values = [torch.as_tensor(v) for v in scores.values()]
+    return torch.stack([torch.isfinite(v) for v in values]).all(0)
+
+
 def rank_sum(scores):
     """One float64 score per candidate from `{name: (..., n)}` (last axis: candidates): the raw scores of a lone
     reward, else the mean over rewards of each candidate's rank in [0, 1] (0 = worst, ties averaged), which
@@ -51,24 +57,32 @@ def rank_sum(scores):
 
     The ranks are summed as exact half-integers and divided once, so candidates with equal rank sums get equal
     scores (dividing each rank by `n - 1` first would leave rounding residue that breaks such ties arbitrarily).
+    A candidate with a NaN or infinite score under any reward failed: it gets -inf, below every other candidate
+    (a reward that returns +inf or NaN has broken, it has not found the best image).
     """
     values = [torch.as_tensor(v).double() for v in scores.values()]
     shapes = {name: tuple(v.shape) for name, v in zip(scores, values)}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"`scores` must hold one shape for every reward, got {shapes}.")
+    finite = finite_mask(scores)
+    failed = torch.tensor(float("-inf"), dtype=torch.float64)
+    values = [v.where(torch.isfinite(v), failed) for v in values]  # failures rank lowest under each reward
     if len(values) == 1:
         return values[0]
     n = values[0].shape[-1]
     if n == 1:
-        return torch.full_like(values[0], 0.5)
+        return torch.full_like(values[0], 0.5).where(finite, failed)
     total = sum(_integer_ranks(v) for v in values)
-    return total / ((n - 1) * len(values))
+    return (total / ((n - 1) * len(values))).where(finite, failed)
 
 
 def top_positions(values, count):
     """Positions (along the last axis) of the `count` highest `values`, ties to the earlier position, in position
-    order; `(..., count)` long tensor."""
-    order = torch.sort(torch.as_tensor(values), dim=-1, descending=True, stable=True).indices
+    order; `(..., count)` long tensor. NaN counts as the lowest value (torch's sort would put it first)."""
+    values = torch.as_tensor(values)
+    if values.is_floating_point():
+        values = values.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    order = torch.sort(values, dim=-1, descending=True, stable=True).indices
     return order[..., :count].sort(dim=-1).values
 
 

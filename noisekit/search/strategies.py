@@ -5,12 +5,16 @@ its final (clean) scores if it survived, and what it cost. Rewards are callables
 `reward(images, prompts, sigma=None) -> (B,)` (`noisekit.rewards`); several rewards are combined by the sum of
 their per-prompt ranks, never raw sums. Costs are exact integers (see `noisekit.budget`).
 
+A reward that returns NaN or +/-inf for a candidate has failed on it: the candidate ranks below every other at
+that stage, is never chosen, and its record says why (`failed`); a stage at which every candidate fails raises.
+
 TTSnap (arXiv 2511.22242): start N0 candidates, run them together, and at each pruning step score the x0
 previews with a (noise-aware) reward and keep the top fraction; the survivors are denoised fully and judged by
 the clean reward. A pruned candidate is cheap because it never finishes.
 """
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +23,11 @@ import torch
 from .budget import CostModel, PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
 from ..core.candidates import from_seeds
 from ..rewards.base import NoiseAwareReward, ignore_sigma
-from ..rewards.combine import rank_sum, top_positions
+from ..rewards.combine import finite_mask, rank_sum, top_positions
+
+# Every candidate's noise (and later its image) is held at once, so a search has a ceiling; a budget of 1e12
+# would otherwise allocate a list of 1e11 seeds before anything runs.
+MAX_CANDIDATES = 16384
 
 
 @dataclass
@@ -39,12 +47,21 @@ class Candidate:
     best: bool = False
     image: object = None  # the final image, or the last preview of a pruned candidate (PIL)
     latents: object = None  # the final latents `(1, C, h, w)` of a survivor
+    failed: str | None = None  # why it can never be chosen: a reward scored it NaN or +/-inf
 
     def to_dict(self):
+        """The JSON record; a non-finite score is written as null (JSON has no NaN), `failed` says what it was."""
+        stages = [{**stage, "scores": _json_scores(stage["scores"])} for stage in self.stages]
         return {"prompt_index": self.prompt_index, "prompt": self.prompt, "seed": self.seed, "recipe": self.recipe,
-                "stages": self.stages, "final_scores": self.final_scores, "pruned_at": self.pruned_at,
+                "stages": stages, "final_scores": _json_scores(self.final_scores), "pruned_at": self.pruned_at,
                 "nfe": self.nfe, "reward_calls": self.reward_calls, "seconds": round(self.seconds, 4),
-                "best": self.best}
+                "best": self.best, **({"failed": self.failed} if self.failed else {})}
+
+
+def _json_scores(scores):
+    if scores is None:
+        return None
+    return {name: value if math.isfinite(value) else None for name, value in scores.items()}
 
 
 @dataclass
@@ -102,6 +119,14 @@ def preview_view(reward):
     return lambda images, prompts, sigma=None: reward(images, prompts)
 
 
+def check_candidate_count(count, *, source="`num_candidates`"):
+    """`count` if a search can hold that many candidates, else a one-line ValueError naming where it came from."""
+    if count > MAX_CANDIDATES:
+        raise ValueError(f"{source} asks for {count} candidates per prompt; a search holds at most {MAX_CANDIDATES} "
+                         "(every candidate's noise and image are kept at once). Give a smaller budget or number.")
+    return count
+
+
 def _seeds(seeds, count):
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         return list(range(seeds, seeds + count))
@@ -109,6 +134,26 @@ def _seeds(seeds, count):
     if len(seeds) < count:
         raise ValueError(f"`seeds` must hold at least the {count} candidates to run, got {len(seeds)}.")
     return seeds[:count]
+
+
+def _failures(scores, where):
+    """`{position: reason}` for the candidates some reward scored NaN or +/-inf."""
+    finite = finite_mask(scores)
+    return {p: ", ".join(f"{name} scored {float(s[p])} {where}" for name, s in scores.items()
+                         if not math.isfinite(float(s[p])))
+            for p in (~finite).nonzero().flatten().tolist()}
+
+
+def _top(scores, count, excluded, what):
+    """Positions of the `count` best candidates by rank sum; failed ones (non-finite or `excluded`) rank last,
+    and a stage where every candidate failed raises."""
+    combined = rank_sum(scores)
+    if excluded:
+        combined[list(excluded)] = float("-inf")
+    if not torch.isfinite(combined).any():
+        raise ValueError(f"every one of the {len(combined)} candidates failed {what}: a reward scored each NaN or "
+                         "+/-inf (here or at an earlier stage), so none can be chosen; check the reward.")
+    return top_positions(combined, count).tolist()
 
 
 def _score(rewards, images, prompt, sigma=None):
@@ -164,7 +209,8 @@ def plan_count(sampler, num_rewards, *, budget, steps=(), keep=(), reward_cost=1
     """N0, the candidates a `budget` buys: best-of-N when `steps` is empty, else TTSnap with that schedule;
     `stage_nfe` is what the noise stages spend on each candidate before sampling (NLG: 2 per iteration)."""
     cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe)
-    return plan_ttsnap(budget, cost, steps, keep, formula) if steps else plan_best_of_n(budget, cost)
+    count = plan_ttsnap(budget, cost, steps, keep, formula) if steps else plan_best_of_n(budget, cost)
+    return check_candidate_count(count, source=f"`budget` {budget}")
 
 
 def resolve_schedule(schedule, sampler, num_rewards):
@@ -213,6 +259,8 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
     if num_candidates is not None and (isinstance(num_candidates, bool) or not isinstance(num_candidates, int)
                                        or num_candidates < 1):
         raise ValueError(f"`num_candidates` must be a positive integer, got {num_candidates!r}.")
+    if num_candidates is not None:
+        check_candidate_count(num_candidates)
     rewards = as_reward_dict(rewards)
     if preview_rewards is None:
         preview_rewards = {name: preview_view(r) for name, r in rewards.items()}
@@ -251,7 +299,9 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
         scores = _score(preview_rewards, images, prompt, sigma=sigmas[step])
         reward_calls += len(alive) * len(rewards)
         # 2. keep the top n_k = max(1, round(n_{k-1} alpha_k)) by the (rank-summed) preview scores
-        kept = top_positions(rank_sum(scores), max(1, round(len(alive) * alpha))).tolist()
+        failures = _failures(scores, f"at step {step}")
+        failed = {p for p, i in enumerate(alive) if records[i].failed} | set(failures)
+        kept = _top(scores, max(1, round(len(alive) * alpha)), failed, f"at the step-{step} preview")
         share = (time.perf_counter() - began) / len(alive)
         for position, index in enumerate(alive):
             candidate = records[index]
@@ -260,6 +310,8 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
             candidate.nfe += (step + 1 - done) * cost.nfe_per_step
             candidate.reward_calls += len(rewards)
             candidate.seconds += share
+            if position in failures and not candidate.failed:
+                candidate.failed = failures[position]
             if position not in kept:
                 candidate.pruned_at, candidate.image = step, images[position]
         flight.keep(kept)
@@ -274,14 +326,17 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
     scores = _score(rewards, images, prompt)
     reward_calls += len(alive) * len(rewards)
     share = (time.perf_counter() - began) / len(alive)
+    failures = _failures(scores, "on the final image")
     for position, index in enumerate(alive):
         candidate = records[index]
         candidate.final_scores = {name: float(s[position]) for name, s in scores.items()}
+        candidate.failed = candidate.failed or failures.get(position)
         candidate.image, candidate.latents = images[position], latents[position : position + 1].cpu()
         candidate.nfe += (sampler.num_steps - done) * cost.nfe_per_step
         candidate.reward_calls += len(rewards)
         candidate.seconds += share
-    best = records[alive[int(top_positions(rank_sum(scores), 1)[0])]]
+    excluded = {p for p, i in enumerate(alive) if records[i].failed}
+    best = records[alive[_top(scores, 1, excluded, "on the final image")[0]]]
     best.best = True
     nfe = sampler.nfe - nfe_before + candidates.nfe
     return SearchResult(strategy or ("ttsnap" if steps else "best_of_n"), prompt_index, prompt, records, best,
@@ -310,7 +365,8 @@ def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, b
     cost = CostModel.for_sampler(sampler, reward_cost, len(rewards))
     if (num_candidates is None) == (budget is None):
         raise ValueError(f"give exactly one of `num_candidates` and `budget`, got {num_candidates!r} and {budget!r}.")
-    count = num_candidates if budget is None else plan_best_of_n(budget, cost)
+    count = check_candidate_count(num_candidates) if budget is None else plan_best_of_n(budget, cost)
+    count = check_candidate_count(count, source=f"`budget` {budget}")
     seeds = _seeds(seeds, count)
     old = {c.seed: c for c in previous.candidates} if previous is not None else {}
     if previous is not None and previous.prompt_index != prompt_index:
@@ -328,7 +384,8 @@ def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, b
     for candidate in candidates:
         candidate.best = False
     scores = {name: torch.tensor([c.final_scores[name] for c in candidates]) for name in rewards}
-    best = candidates[int(top_positions(rank_sum(scores), 1)[0])]
+    excluded = {p for p, c in enumerate(candidates) if c.failed}
+    best = candidates[_top(scores, 1, excluded, "on the final image")[0]]
     best.best = True
     return SearchResult("best_of_n", prompt_index, sampler.prompts[prompt_index], candidates, best, nfe,
                         reward_calls, cost.total(nfe, reward_calls), budget, (), (len(candidates),))
