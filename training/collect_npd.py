@@ -8,14 +8,14 @@
 
 Per (prompt, seed): x_T = the seed's canonical noise (`noisekit.seed_noise`); one DDIM step with CFG omega_l = 5.5
 at the first timestep of an N = 10 step schedule, then one DDIM inversion step with omega_w = 1.0 back to x'_T
-(`noisekit.npd`: the official code's inversion indexing by default, `--exact_inversion` for the exact inverse).
+(`noisekit.transforms.npd`: the official code's inversion indexing by default, `--exact_inversion` for the exact inverse).
 Both x_T and x'_T are then sampled with the pipeline (N steps, CFG `--guidance_scale`, omega_l by default, DDIM
 as the official code unless `--keep_scheduler`) and both images are scored with a registry reward; the pair is
 kept when reward(x'_T) - reward(x_T) > `--margin` (0, strict, as the official filter).
 
 Items (prompt, seed) are numbered 0, 1, ...: item i has prompt i // seeds_per_prompt and seed seed_offset + i
 (or the seed of its JSONL line). Shard s holds items [s * shard_size, (s + 1) * shard_size): its kept pairs in
-`shards/shard-XXXXX.safetensors` (`noisekit.npd.SHARD_KEYS`) and every pair's record (rewards, kept) in
+`shards/shard-XXXXX.safetensors` (`noisekit.transforms.npd.SHARD_KEYS`) and every pair's record (rewards, kept) in
 `shards/shard-XXXXX.jsonl`. Files are written to a temporary name and renamed (the safetensors last), so a
 restart skips finished shards and redoes the rest; `records.jsonl` gathers all records once every shard exists.
 A restart with other settings in the same `output_dir` is refused (`collection.json`).

@@ -10,7 +10,7 @@ The official recipe (Zhou et al.; `noisekit.npnet` for the architecture): plain 
 x'_T, AdamW (lr 1e-4, weight decay 0.01, also on alpha and beta), batch 64, 30 epochs, no schedule, no clipping,
 fp32, a random 90/10 split. Unlike the official trainer, every sample is conditioned on its own prompt (the
 official code's `prompt[0]` for the whole batch only with `--official_first_prompt`), and the prompt
-embeddings (`pipe.encode_prompt(p)[0]`, as `noisekit.npnet_noise` feeds them at inference) are computed once
+embeddings (`pipe.encode_prompt(p)[0]`, as `noisekit.transforms.golden` feeds them at inference) are computed once
 per distinct prompt into `output_dir/prompt_embeds.npy` (memory-mapped). The unused parameters of the official
 layout (`unet_svd.bn`, the Swin classifier head) are frozen.
 
