@@ -107,3 +107,40 @@ def test_huge_budget_is_one_line_not_memory_error(model_dir, capsys, tmp_path):
     assert "`budget` 1000000000000" in err
     one_line_error(["search", PROMPT, "--model", model_dir, "--steps", "2", "--num_candidates", str(10**11),
                     "--output_dir", str(tmp_path / "out"), "--quiet"], capsys, f"at most {MAX_CANDIDATES}")
+
+
+# --- NPNet files that are not NPNets -----------------------------------------------------------------------------
+
+
+def _write_bad_checkpoint(path, kind):
+    if kind == "garbage":
+        path.write_text("this is not a checkpoint")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(bytes(range(256)) * 16)  # fixed "random" bytes: no header, no pickle
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+@pytest.mark.parametrize("kind", ["garbage", "empty", "random"])
+def test_unreadable_npnet_file_is_one_line(model_dir, tmp_path, capsys, suffix, kind):
+    path = tmp_path / f"npnet{suffix}"
+    _write_bad_checkpoint(path, kind)
+    one_line_error(["generate", PROMPT, "--model", model_dir, "--steps", "2", "--num_images", "1", "--npnet",
+                    str(path), "--output_dir", str(tmp_path / "out"), "--quiet"], capsys,
+                   "is not a readable NPNet checkpoint")
+
+
+def test_safetensors_npnet_with_only_some_keys_is_one_line(model_dir, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from noisekit.transforms.npnet import SMALL_SWIN, NoisePromptNet
+
+    torch.manual_seed(0)
+    net = NoisePromptNet(sample_size=8, text_embed_dim=32, max_text_tokens=77, swin_kwargs=SMALL_SWIN)
+    state = {k: v.contiguous() for k, v in net.state_dict().items() if not k.startswith("unet_embedding.")}
+    save_file(state, tmp_path / "partial.safetensors")
+    err = one_line_error(["generate", PROMPT, "--model", model_dir, "--steps", "2", "--num_images", "1", "--npnet",
+                          str(tmp_path / "partial.safetensors"), "--output_dir", str(tmp_path / "out"), "--quiet"],
+                         capsys, "does not hold a whole NPNet")
+    assert "weights missing ['unet_embedding." in err

@@ -172,6 +172,9 @@ class NoisePromptNet(ModelMixin, ConfigMixin):
         """
         state = official_state_dict(path)
         tokens = config.get("max_text_tokens", 77)
+        if any(state[key].ndim != 2 for key in _SIZED):
+            shapes = {key: tuple(state[key].shape) for key in _SIZED}
+            raise ValueError(f"{path} is not an NPNet checkpoint: its layers {shapes} should be 2-D weight matrices.")
         in_features = state["text_embedding.linear.weight"].shape[1]
         if in_features % tokens:
             raise ValueError(f"{path}: the prompt projection takes {in_features} features, not a multiple of "
@@ -184,16 +187,42 @@ class NoisePromptNet(ModelMixin, ConfigMixin):
             if key in config and config[key] != value:
                 raise ValueError(f"{path} holds an NPNet with {key}={value}, but `{key}`={config[key]} was given.")
         model = cls(**{**config, **inferred})
+        branch = (f"residual branch {model.config.swin_name} {model.config.swin_kwargs or ''}(pass its "
+                  "`swin_name`/`swin_kwargs` if it has another)")
         try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ValueError(f"{path} does not fit an NPNet with residual branch {model.config.swin_name} "
-                             f"{model.config.swin_kwargs or ''} (pass its `swin_name`/`swin_kwargs`): "
-                             f"{error}") from None
+            loaded = model.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # shape mismatches; torch's message spans lines
+            raise ValueError(f"{path} does not fit an NPNet with {branch}: {_one_line(error)}") from None
+        missing, unexpected = loaded.missing_keys, loaded.unexpected_keys
+        if missing or unexpected:
+            raise ValueError(f"{path} does not hold a whole NPNet with {branch}: {len(missing)} weights missing "
+                             f"{missing[:3]}{'...' if len(missing) > 3 else ''}, {len(unexpected)} unexpected "
+                             f"{unexpected[:3]}{'...' if len(unexpected) > 3 else ''}.")
         model.eval()
         if pipe is not None:
             check_fit(model, pipe, height, width, resize)
         return model
+
+
+_SIZED = ("unet_svd.mlp1.0.weight", "unet_svd.mlp4.0.weight", "text_embedding.linear.weight")
+
+
+def _one_line(error, limit=300):
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _read_checkpoint(path):
+    """The tensors of a `.safetensors` file or a `.pth` (tensors only: `weights_only=True`, so code in a pickle
+    is never run); an unreadable file (empty, truncated, random bytes, another format) is one ValueError."""
+    try:
+        if path.endswith(".safetensors"):
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch and safetensors raise many types (EOFError, KeyError, SafetensorError...)
+        kind = "a safetensors file" if path.endswith(".safetensors") else "a torch.save'd dict of tensors"
+        raise ValueError(f"{path} is not a readable NPNet checkpoint ({kind} was expected; "
+                         f"{type(error).__name__}: {_one_line(error, 120)}).") from None
 
 
 def official_state_dict(path):
@@ -201,13 +230,16 @@ def official_state_dict(path):
     if not os.path.isfile(path):
         raise ValueError(f"`path` must be an NPNet checkpoint file (.pth or .safetensors), got {path!r}.")
     if path.endswith(".safetensors"):
-        flat = load_file(path)
+        flat = _read_checkpoint(path)
     else:
-        nested = torch.load(path, map_location="cpu", weights_only=True)
+        nested = _read_checkpoint(path)
         parts = {"unet_svd", "unet_embedding", "embeeding", "alpha", "beta"}
         if not isinstance(nested, dict) or set(nested) != parts:
-            found = sorted(nested) if isinstance(nested, dict) else type(nested).__name__
+            found = sorted(map(str, nested)) if isinstance(nested, dict) else type(nested).__name__
             raise ValueError(f"{path}: an official NPNet .pth is a dict with keys {sorted(parts)}, found {found}.")
+        if not all(isinstance(nested[part], dict) for part in ("unet_svd", "unet_embedding", "embeeding")):
+            raise ValueError(f"{path}: an official NPNet .pth holds a state dict under each of unet_svd, "
+                             "unet_embedding and embeeding.")
         flat = {"alpha": nested["alpha"], "beta": nested["beta"]}
         for part in ("unet_svd", "unet_embedding", "embeeding"):
             flat.update({f"{part}.{key}": value for key, value in nested[part].items()})
@@ -217,6 +249,8 @@ def official_state_dict(path):
     missing = [key for key in required if key not in state]
     if missing:
         raise ValueError(f"{path} is not an NPNet checkpoint: it lacks {missing}.")
+    if not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ValueError(f"{path} is not an NPNet checkpoint: it holds values other than tensors.")
     return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
 
 
