@@ -9,7 +9,7 @@ search stage, the candidates a budget buys are counted with the noise stages' NF
 import dataclasses
 from dataclasses import dataclass
 
-from .core.candidates import from_recipes, from_seeds
+from .core.candidates import from_recipes, from_seeds, seed_list
 from .core.sampler import Sampler
 from .transforms.golden import golden_stage
 from .transforms.nlg import NLG_DEFAULTS, nfe_per_candidate, nlg_stage
@@ -177,13 +177,3 @@ def search_prompt(sampler, plan, prompt_index, seeds, output_type="pil"):
                   schedule=stage.pruning, preview_rewards=stage.preview_rewards, reward_cost=stage.reward_cost,
                   formula=stage.formula, micro_batch_size=stage.micro_batch_size, strategy=stage.strategy,
                   output_type=output_type)
-
-
-def seed_list(seeds, count):
-    """`count` seeds: `S, S+1, ...` from a first seed `S`, or the first `count` of a list."""
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        return list(range(seeds, seeds + count))
-    seeds = list(seeds)
-    if len(seeds) < count:
-        raise ValueError(f"`seeds` must hold at least the {count} candidates to run, got {len(seeds)}.")
-    return seeds[:count]

@@ -83,3 +83,13 @@ def from_recipes(recipes, prompt_index=0, noise=None):
     noise = torch.cat([r.base_noise() for r in recipes]) if noise is None else noise
     index = [prompt_index] * len(recipes) if isinstance(prompt_index, int) else list(prompt_index)
     return Candidates(noise, recipes, index)
+
+
+def seed_list(seeds, count):
+    """`count` seeds: `S, S+1, ...` from a first seed `S`, or the first `count` of a list."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        return list(range(seeds, seeds + count))
+    seeds = list(seeds)
+    if len(seeds) < count:
+        raise ValueError(f"`seeds` must hold at least the {count} candidates to run, got {len(seeds)}.")
+    return seeds[:count]
