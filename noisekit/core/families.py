@@ -4,38 +4,15 @@ from the denoiser's output, decodes latents and shapes them.
 `adapter_for(pipe)` returns the adapter of a pipeline; the stages (sampler, golden noise, NLG, search, library)
 talk to the adapter only, so a new family is one new adapter class registered in `ADAPTERS`. SD 1.x/2.x
 (`StableDiffusionPipeline` and its relatives) need only text embeddings; SDXL adds pooled text embeddings and
-size/crop time ids to the UNet call.
+size/crop time ids to the UNet call; LCM UNets (`time_cond_proj_dim`) embed the guidance scale (one call per
+step, no CFG). The flow-matching families (SD3, FLUX.1) are in `flow_families.py`. Every adapter takes and gives
+canonical `(B, C, h, w)` latents; `pack`/`unpack` convert to the denoiser's layout.
 """
-
-from dataclasses import dataclass, field
 
 import torch
 
-
-@dataclass
-class Conditioning:
-    """Per-prompt denoiser conditioning: `cond`/`uncond` are `(P, L, D)`; `added_*` hold SDXL's extra inputs."""
-
-    cond: torch.Tensor
-    uncond: torch.Tensor | None
-    added_cond: dict = field(default_factory=dict)
-    added_uncond: dict = field(default_factory=dict)
-
-    @property
-    def has_uncond(self):
-        return self.uncond is not None
-
-    def unet_inputs(self, prompt_index, guided):
-        """`(encoder_hidden_states, added_cond_kwargs)` for candidates with `prompt_index`, batched as diffusers
-        batches them under CFG: all unconditional rows first, then all conditional rows."""
-        hidden = self.cond[prompt_index]
-        added = {k: v[prompt_index] for k, v in self.added_cond.items()}
-        if guided:
-            if self.uncond is None:
-                raise ValueError("this conditioning was encoded without the unconditional rows that CFG needs.")
-            hidden = torch.cat([self.uncond[prompt_index], hidden])
-            added = {k: torch.cat([self.added_uncond[k][prompt_index], v]) for k, v in added.items()}
-        return hidden, (added or None)
+from .conditioning import Conditioning
+from .x0 import predict_x0
 
 
 class UNetAdapter:
@@ -50,10 +27,44 @@ class UNetAdapter:
     def matches(cls, pipe):
         return hasattr(pipe, "unet") and hasattr(pipe, "encode_prompt")
 
+    flow = False  # flow-matching families (x0 = x_t - sigma v) set this
+
     def check(self):
         """Raise one line when this pipeline cannot be sampled by noisekit."""
-        if getattr(self.denoiser.config, "time_cond_proj_dim", None) is not None:
-            raise ValueError("UNets with a guidance embedding (`time_cond_proj_dim`, LCM) are not supported yet.")
+
+    @property
+    def guidance_embedded(self):
+        """Guidance enters the denoiser as an embedding (LCM's `time_cond_proj_dim`): one call per step, no CFG."""
+        return getattr(self.denoiser.config, "time_cond_proj_dim", None) is not None
+
+    def guided(self, guidance_scale):
+        """Whether sampling at `guidance_scale` runs CFG's batched [uncond; cond] calls (as the stock pipeline)."""
+        return guidance_scale > 1 and not self.guidance_embedded
+
+    # schedule and latent layout -----------------------------------------------------------------------------
+    def set_timesteps(self, scheduler, num_inference_steps, device, shape):
+        """The stock pipeline's `set_timesteps` call for latents of `shape` `(C, h, w)`."""
+        scheduler.set_timesteps(num_inference_steps, device=device)
+
+    def pack(self, latents):
+        """Canonical `(B, C, h, w)` latents -> the denoiser's layout (the identity for UNets)."""
+        return latents
+
+    def unpack(self, latents):
+        """The denoiser's layout -> `(B, C, h, w)`."""
+        return latents
+
+    def x0(self, scheduler, output, model_input, step_index, timestep):
+        """x0 preview `(B, C, h, w)` float32 from the guided output at loop index `step_index`."""
+        return predict_x0(scheduler, output, model_input, step_index, timestep)
+
+    def preview_sigma(self, scheduler, step_index, timestep):
+        """The noise level of the sample at this step in VE units (x_t / alpha = x0 + sigma eps)."""
+        sigmas = getattr(scheduler, "sigmas", None)
+        if sigmas is not None and len(sigmas) > step_index:
+            return float(sigmas[step_index])
+        alpha_bar = scheduler.alphas_cumprod[int(timestep)].double()
+        return float(((1 - alpha_bar) / alpha_bar).sqrt())
 
     @property
     def denoiser(self):
@@ -123,9 +134,15 @@ class UNetAdapter:
         """Denoiser evaluations per candidate per step: 2 under CFG (one batched call on [uncond; cond])."""
         return 2 if guided else 1
 
-    def denoise(self, model_input, timestep, conditioning, prompt_index, guided):
+    def denoise(self, model_input, timestep, conditioning, prompt_index, guided, guidance_scale=None):
         hidden, added = conditioning.unet_inputs(prompt_index, guided)
-        return self.denoiser(model_input, timestep, encoder_hidden_states=hidden, timestep_cond=None,
+        timestep_cond = None
+        if self.guidance_embedded and guidance_scale is not None:
+            # As the stock pipelines: the embedding of w - 1 (LCM's convention), one per row.
+            w = torch.tensor(guidance_scale - 1).repeat(model_input.shape[0])
+            timestep_cond = self.pipe.get_guidance_scale_embedding(
+                w, embedding_dim=self.denoiser.config.time_cond_proj_dim).to(model_input.device, model_input.dtype)
+        return self.denoiser(model_input, timestep, encoder_hidden_states=hidden, timestep_cond=timestep_cond,
                              added_cond_kwargs=added, return_dict=False)[0]
 
     def call_embeds(self, conditioning, prompt_index):
@@ -195,11 +212,30 @@ class SDXLAdapter(UNetAdapter):
                             {"text_embeds": negative_pooled, "time_ids": time_ids} if with_uncond else {})
 
 
-ADAPTERS = [SDXLAdapter, UNetAdapter]  # the first whose `matches` accepts a pipeline serves it
+from .flow_families import FluxAdapter, SD3Adapter  # noqa: E402  (they build on Conditioning only)
+
+ADAPTERS = [SDXLAdapter, UNetAdapter, SD3Adapter, FluxAdapter]  # the first whose `matches` accepts a pipe serves it
+
+# Pipeline classes noisekit knows and does not sample yet, each with why (checked along the class's MRO).
+REFUSED = {
+    "Flux2Pipeline": "FLUX.2 packs latents with a different patchifier and position ids and embeds text with a "
+                     "Mistral encoder; it has no noisekit adapter yet",
+    "SanaPipeline": "SANA (DC-AE latents, Gemma text encoder, flow DPM-Solver) has no noisekit adapter yet",
+    "PixArtSigmaPipeline": "PixArt-Sigma (a DiT whose output carries learned variance) has no noisekit adapter yet",
+    "PixArtAlphaPipeline": "PixArt-Alpha (a DiT whose output carries learned variance) has no noisekit adapter yet",
+    "QwenImagePipeline": "Qwen-Image (packed latents, a Qwen2.5-VL text encoder, true CFG with norm rescale) has "
+                         "no noisekit adapter yet",
+    "HunyuanDiTPipeline": "HunyuanDiT has no noisekit adapter yet",
+    "Lumina2Pipeline": "Lumina 2 has no noisekit adapter yet",
+    "ZImagePipeline": "Z-Image has no noisekit adapter yet",
+}
 
 
 def adapter_for(pipe):
     """The family adapter of `pipe`; one line naming the pipeline class when no family serves it."""
+    for base in type(pipe).__mro__:
+        if base.__name__ in REFUSED:
+            raise ValueError(f"{type(pipe).__name__} is not supported: {REFUSED[base.__name__]}.")
     for adapter_class in ADAPTERS:
         if adapter_class.matches(pipe):
             adapter = adapter_class(pipe)
@@ -207,7 +243,7 @@ def adapter_for(pipe):
             return adapter
     families = ", ".join(a.family for a in ADAPTERS)
     raise ValueError(f"noisekit has no family adapter for {type(pipe).__name__}; supported families: {families} "
-                     f"(UNet pipelines with `encode_prompt`).")
+                     f"(UNet pipelines with `encode_prompt`, StableDiffusion3Pipeline, FluxPipeline).")
 
 
 def check_supported(pipe):

@@ -20,6 +20,7 @@ import torch
 
 from .families import adapter_for
 from .schedule import trailing_timesteps
+from .x0 import predict_x0  # noqa: F401  (re-exported)
 
 
 def rescale_guidance(guided, cond, guidance_rescale):
@@ -31,29 +32,6 @@ def rescale_guidance(guided, cond, guidance_rescale):
     ratio = torch.where(std_guided > 0, std_cond / std_guided, torch.ones_like(std_guided))
     rescaled = guided * ratio
     return guidance_rescale * rescaled + (1 - guidance_rescale) * guided
-
-
-def predict_x0(scheduler, model_output, model_input, step_index, timestep):
-    """Tweedie estimate of x0 from the model output at `step_index`, in the VP parametrisation of the model input.
-
-    alpha_bar comes from the scheduler's sigma at this step when it has sigmas (Euler, Heun, LMS, DPM-Solver,
-    UniPC; alpha_bar = 1 / (1 + sigma^2)), otherwise from `alphas_cumprod[t]` (DDIM, DDPM, PNDM).
-    """
-    sigmas = getattr(scheduler, "sigmas", None)
-    if sigmas is not None and len(sigmas) > step_index:
-        alpha_bar = 1.0 / (1.0 + sigmas[step_index].double() ** 2)
-    else:
-        alpha_bar = scheduler.alphas_cumprod[int(timestep)].double()
-    alpha, sigma = alpha_bar.sqrt().float().to(model_input.device), (1 - alpha_bar).sqrt().float().to(model_input.device)
-    x_t, output = model_input.float(), model_output.float()
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        return (x_t - sigma * output) / alpha
-    if prediction_type == "v_prediction":
-        return alpha * x_t - sigma * output
-    if prediction_type == "sample":
-        return output
-    raise ValueError(f"x0 previews support prediction types epsilon, v_prediction and sample, got {prediction_type!r}.")
 
 
 def _is_candidate_tensor(value, like):
@@ -121,7 +99,7 @@ class Sampler:
         self.guidance_scale = guidance_scale
         self.guidance_rescale = guidance_rescale
         self.negative_prompt = negative_prompt
-        self.guided = guidance_scale > 1.0
+        self.guided = self.adapter.guided(guidance_scale)
         self.device = pipe._execution_device
         default_height, default_width = self.adapter.default_size()
         self.height, self.width = height or default_height, width or default_width
@@ -130,7 +108,7 @@ class Sampler:
                                                 self.height, self.width)
         self.dtype = self.conditioning.cond.dtype
         self.scheduler = copy.deepcopy(pipe.scheduler)
-        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        self.adapter.set_timesteps(self.scheduler, num_inference_steps, self.device, self.shape)
         if (self.scheduler.timesteps < 0).any():
             # Trailing spacing's rounding bug gives n + 1 timesteps ending at -1 for 62 values of n (DDIM would
             # then read alphas_cumprod[-1] = alpha_bar_T); see `inspect_schedule`. Schedulers that take explicit
@@ -187,7 +165,8 @@ class Sampler:
     def call_denoiser(self, model_input, timestep, prompt_index):
         synchronize(self.device)
         began = time.perf_counter()
-        output = self.adapter.denoise(model_input, timestep, self.conditioning, prompt_index, self.guided)
+        output = self.adapter.denoise(model_input, timestep, self.conditioning, prompt_index, self.guided,
+                                      guidance_scale=self.guidance_scale)
         synchronize(self.device)
         self.denoiser_seconds += time.perf_counter() - began
         self.nfe += model_input.shape[0]
@@ -239,7 +218,9 @@ class Trajectories:
         self.scheduler = copy.deepcopy(sampler.scheduler)
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
-        self.latents = noise.to(sampler.device, sampler.dtype) * self.scheduler.init_noise_sigma
+        # `state`: the latents in the denoiser's layout (FLUX packs 2x2 patches); flow schedulers start at 1.
+        self.state = sampler.adapter.pack(noise.to(sampler.device, sampler.dtype))
+        self.state = self.state * getattr(self.scheduler, "init_noise_sigma", 1.0)
         self.prompt_index = prompt_index.to(sampler.device)
         self.generators = list(generators) if generators is not None else None
         self.rows = torch.arange(count)  # which of the starting candidates are still here
@@ -249,14 +230,20 @@ class Trajectories:
         return len(self.rows)
 
     @property
+    def latents(self):
+        """The current latents `(B, C, h, w)` (unpacked from the denoiser's layout)."""
+        return self.sampler.adapter.unpack(self.state)
+
+    @property
     def done(self):
         return self.step_index >= self.sampler.num_steps
 
     def step(self, preview=False):
         """One pass of the denoising loop for every candidate; returns the x0 preview when `preview`."""
         sampler, scheduler, t = self.sampler, self.scheduler, self.sampler.timesteps[self.step_index]
-        model_input = torch.cat([self.latents] * 2) if sampler.guided else self.latents
-        model_input = scheduler.scale_model_input(model_input, t)
+        model_input = torch.cat([self.state] * 2) if sampler.guided else self.state
+        if hasattr(scheduler, "scale_model_input"):
+            model_input = scheduler.scale_model_input(model_input, t)
         output = sampler.call_denoiser(model_input, t, self.prompt_index)
         if sampler.guided:
             uncond, cond = output.chunk(2)
@@ -265,11 +252,11 @@ class Trajectories:
                 output = rescale_guidance(output, cond, sampler.guidance_rescale)
         x0 = None
         if preview:
-            x0 = predict_x0(scheduler, output, model_input[-len(self):], self.step_index, t)
+            x0 = sampler.adapter.x0(scheduler, output, model_input[-len(self):], self.step_index, t)
         kwargs = dict(sampler.step_kwargs)
         if sampler.takes_generator:
             kwargs["generator"] = self.generators
-        self.latents = scheduler.step(output, t, self.latents, **kwargs, return_dict=False)[0]
+        self.state = scheduler.step(output, t, self.state, **kwargs, return_dict=False)[0]
         self.step_index += 1
         return x0
 
@@ -292,9 +279,9 @@ class Trajectories:
             rows = rows.nonzero().flatten()
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
             raise ValueError(f"`rows` must index the {len(self)} candidates in flight, got {rows.tolist()}.")
-        like = self.latents
+        like = self.state
         _select_rows(self.scheduler, rows.to(like.device), like)
-        self.latents = like[rows.to(like.device)]
+        self.state = like[rows.to(like.device)]
         self.prompt_index = self.prompt_index[rows.to(self.prompt_index.device)]
         if self.generators is not None:
             self.generators = [self.generators[i] for i in rows.tolist()]
@@ -311,9 +298,10 @@ def sample(pipe, prompt, noise, *, num_inference_steps=50, guidance_scale=7.5, g
     """Denoise `noise` with `pipe`'s own parts; the images equal `pipe(prompt, latents=noise, ...)`'s.
 
     Args:
-        pipe: an SD 1.x/2.x or SDXL pipeline.
+        pipe: a pipeline of a family noisekit serves (SD 1.x/2.x, SDXL, LCM UNets, SD3, FLUX.1).
         prompt (`str` or `list[str]`): one prompt for every candidate, or one per candidate.
-        noise (`torch.Tensor`): unit-variance noise `(N, C, H/f, W/f)`, e.g. from `seed_noise`; the image size
+        noise (`torch.Tensor`): unit-variance noise `(N, C, H/f, W/f)`, e.g. from `seed_noise` (unpacked for FLUX:
+            the adapter packs it; `pipe()` takes `adapter_for(pipe).pack(noise)`); the image size
             follows from its shape.
         generator: one CPU `torch.Generator` per candidate for stochastic schedulers (see `seed_generators`).
         preview_steps: loop indices at which to return x0 previews.

@@ -1,0 +1,113 @@
+"""Model families beyond SD/SDXL: SD3, FLUX.1 dev/schnell and LCM UNets sample as their stock pipelines do; pruned
+survivors equal their solo runs; previews, NFE; the families noisekit does not serve are refused in one line."""
+
+import pytest
+import torch
+
+from noisekit import sample, seed_noise
+from noisekit.core.families import adapter_for
+from noisekit.core.noise import seed_generators
+from noisekit.core.sampler import Sampler, run_batches
+from noisekit.testing import t5_tokenizer, tiny_flux_pipeline, tiny_lcm_pipeline, tiny_sd3_pipeline
+
+PROMPT = "a red circle"
+SEEDS = [0, 1, 2]
+STEPS = 4
+BUILDERS = {"flux_dev": lambda: tiny_flux_pipeline(guidance_embeds=True),
+            "flux_schnell": lambda: tiny_flux_pipeline(guidance_embeds=False),
+            "sd3": lambda: tiny_sd3_pipeline(with_t5=True), "sd3_no_t5": lambda: tiny_sd3_pipeline(with_t5=False),
+            "lcm": tiny_lcm_pipeline}
+# family -> (guidance_scale, NFE per candidate per step, pixel size)
+SETTINGS = {"flux_dev": (3.5, 1, 32), "flux_schnell": (0.0, 1, 32), "sd3": (4.0, 2, 32), "sd3_no_t5": (4.0, 2, 32),
+            "lcm": (6.0, 1, 16)}
+_PIPES = {}
+
+
+@pytest.fixture(params=list(BUILDERS))
+def family(request):
+    if request.param not in _PIPES:
+        _PIPES[request.param] = BUILDERS[request.param]()
+    return request.param, _PIPES[request.param]
+
+
+def _setup(name, pipe, seeds=SEEDS):
+    guidance_scale, nfe_per_step, size = SETTINGS[name]
+    noise = seed_noise(pipe, seeds, height=size, width=size)
+    return noise, dict(num_inference_steps=STEPS, guidance_scale=guidance_scale), nfe_per_step
+
+
+def test_sample_equals_the_stock_pipeline(family):
+    name, pipe = family
+    noise, settings, nfe_per_step = _setup(name, pipe)
+    generators = lambda: seed_generators(SEEDS, noise.shape[1:])  # noqa: E731  (LCM's scheduler draws noise)
+    out = sample(pipe, PROMPT, noise, generator=generators(), output_type="np", preview_steps=(1,), **settings)
+    adapter = adapter_for(pipe)
+    height, width = adapter.image_size(noise)
+    stock = pipe([PROMPT] * len(SEEDS), latents=adapter.pack(noise), generator=generators(), output_type="np",
+                 height=height, width=width, **settings).images
+    assert abs(out.images - stock).max() <= 1e-4
+    assert out.nfe == STEPS * nfe_per_step * len(SEEDS)
+    assert out.previews[1].shape == noise.shape and torch.isfinite(out.previews[1]).all()
+
+
+def test_pruned_survivors_equal_their_solo_runs(family):
+    name, pipe = family
+    noise, settings, _ = _setup(name, pipe)
+    height, width = adapter_for(pipe).image_size(noise)
+    sampler = Sampler(pipe, [PROMPT], height=height, width=width, **settings)
+    batch = sampler.start(noise, 0, seed_generators(SEEDS, noise.shape[1:]))
+    batch.run(until=2)
+    batch.keep([2, 0])
+    batch.run()
+    for position, row in enumerate(batch.rows.tolist()):
+        solo = run_batches(sampler, noise[row : row + 1], 0, seed_generators([SEEDS[row]], noise.shape[1:]),
+                           output_type="latent")
+        assert (batch.latents[position] - solo.latents[0]).abs().max().item() <= 1e-4
+
+
+def test_flow_preview_is_x_minus_sigma_v_and_ends_at_the_sample():
+    pipe = _PIPES.get("flux_dev") or tiny_flux_pipeline()
+    noise = seed_noise(pipe, [0], height=32, width=32)
+    sampler = Sampler(pipe, [PROMPT], num_inference_steps=STEPS, guidance_scale=3.5, height=32, width=32)
+    assert float(sampler.scheduler.sigmas[0]) == 1.0  # flow starts at pure noise
+    batch = sampler.start(noise)
+    previews = batch.run(preview_steps=set(range(STEPS)))
+    # Euler's last step jumps to sigma = 0 along the same velocity, so the last preview is the final sample.
+    assert (previews[STEPS - 1] - batch.latents.float()).abs().max().item() <= 1e-5
+    adapter = sampler.adapter
+    assert adapter.preview_sigma(sampler.scheduler, 0, None) == float("inf")
+    assert 0 < adapter.preview_sigma(sampler.scheduler, 1, None) < float("inf")
+
+
+def test_flux_canonical_noise_is_the_stock_generator_draw_packed():
+    pipe = _PIPES.get("flux_schnell") or tiny_flux_pipeline(guidance_embeds=False)
+    noise = seed_noise(pipe, [7], height=32, width=32)
+    latents, _ = pipe.prepare_latents(1, 4, 32, 32, torch.float32, torch.device("cpu"),
+                                      torch.Generator().manual_seed(7))
+    adapter = adapter_for(pipe)
+    assert torch.equal(adapter.pack(noise), latents)
+    assert torch.equal(adapter.unpack(latents), noise)
+
+
+def test_flux_sizes_must_fit_the_packing():
+    pipe = _PIPES.get("flux_schnell") or tiny_flux_pipeline(guidance_embeds=False)
+    with pytest.raises(ValueError, match=r"`height` must be a positive multiple of 4 for FluxPipeline"):
+        seed_noise(pipe, [0], height=30, width=32)
+
+
+def test_t5_tokenizer_is_built_offline():
+    tokenizer = t5_tokenizer()
+    ids = tokenizer("a red circle", padding="max_length", max_length=8).input_ids
+    assert ids[-1] == 0 and 1 in ids and 2 not in ids  # pad, </s>, no <unk>
+
+
+@pytest.mark.parametrize("class_name", ["Flux2Pipeline", "SanaPipeline", "PixArtSigmaPipeline", "QwenImagePipeline"])
+def test_unserved_families_are_refused_in_one_line(class_name):
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    if cls is None:
+        pytest.skip(f"diffusers {diffusers.__version__} has no {class_name}")
+    pipe = cls.__new__(cls)  # the refusal reads the class only
+    with pytest.raises(ValueError, match=rf"^{class_name} is not supported: [^\n]+\.$"):
+        adapter_for(pipe)
