@@ -28,17 +28,24 @@ def generate(pipe, prompts, seeds, *, num_inference_steps=20, guidance_scale=5.0
                           guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
                           negative_prompt=negative_prompt, height=height, width=width)
     records = []
-    for prompt_index, prompt in enumerate(sampler.prompts):
-        began = time.perf_counter()
-        candidates = prepare(sampler, plan, prompt_index, seeds)
-        out = run_batches(sampler, candidates.noise, prompt_index, candidates.generators(),
-                          micro_batch_size=micro_batch_size, output_type=output_type)
-        seconds = (time.perf_counter() - began) / len(candidates)
-        nfe = (out.nfe + candidates.nfe) // len(candidates)
-        for position, (recipe, image) in enumerate(zip(candidates.recipes, out.images)):
-            records.append({"prompt_index": prompt_index, "prompt": prompt, "seed": recipe.seed, "image": image,
-                            "recipe": recipe.to_dict(), "nfe": nfe, "seconds": round(seconds, 4),
-                            "batch": position // (micro_batch_size or len(candidates))})
+    for prompt_index in range(len(sampler.prompts)):
+        records += generate_prompt(sampler, plan, prompt_index, seeds, micro_batch_size=micro_batch_size,
+                                   output_type=output_type)
         if progress is not None:
             progress.update(1)
     return records, sampler
+
+
+def generate_prompt(sampler, plan, prompt_index, seeds, *, micro_batch_size=None, output_type="pil"):
+    """The records of one prompt of `sampler`: one per seed, in seed order (see `generate`)."""
+    began = time.perf_counter()
+    candidates = prepare(sampler, plan, prompt_index, list(seeds))
+    out = run_batches(sampler, candidates.noise, prompt_index, candidates.generators(),
+                      micro_batch_size=micro_batch_size, output_type=output_type)
+    seconds = (time.perf_counter() - began) / len(candidates)
+    nfe = (out.nfe + candidates.nfe) // len(candidates)
+    prompt = sampler.prompts[prompt_index]
+    return [{"prompt_index": prompt_index, "prompt": prompt, "seed": recipe.seed, "image": image,
+             "recipe": recipe.to_dict(), "nfe": nfe, "seconds": round(seconds, 4),
+             "batch": position // (micro_batch_size or len(candidates))}
+            for position, (recipe, image) in enumerate(zip(candidates.recipes, out.images))]

@@ -39,8 +39,14 @@ def test_generate_writes_images_and_records(tmp_path, model_dir, sd1_pipe):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["generate", "--steps", "3"], "give a PROMPT or --prompt_file"),
-    (["generate", "x", "--prompt_file", "p.txt"], "not both"),
+    (["generate", "--steps", "3"], "give a PROMPT, --prompt_file FILE or --prompts SET"),
+    (["generate", "x", "--prompt_file", "p.txt"], "not PROMPT and --prompt_file"),
+    (["search", "--prompt_file", "p.txt", "--prompts", "hpd"], "not --prompt_file and --prompts"),
+    (["search", "--prompts", "drawbench"], "add --prompts_path FILE"),
+    (["generate", "--prompts", "parti"], "unknown prompt set 'parti'"),
+    (["generate", "--prompts", "geneval:nope"], "has no category 'nope'"),
+    (["generate", "x", "--prompts_path", "d.csv"], "--prompts_path needs --prompts SET"),
+    (["report", "/nonexistent-folder"], "no results.json"),
     (["generate", "--prompt_file", "/nonexistent.txt"], "does not exist"),
     (["generate", "x", "--num_images", "0"], "--num_images must be >= 1"),
     (["generate", "x", "--seed", "-3"], "--seed must be >= 0"),
@@ -137,3 +143,54 @@ def test_replay_refuses_what_is_not_a_results_file(tmp_path, capsys):
     (tmp_path / "other.json").write_text('{"settings": {}}')
     assert main(["replay", str(tmp_path / "other.json")]) == 2
     assert "holds `images`" in capsys.readouterr().err
+
+
+def shapes_search(out, *extra, prompts=("a red circle", "a blue square", "a green cross")):
+    return ["search", *prompts_flag(out, prompts), "--num_candidates", "1", "--steps", "2", "--output_dir", str(out),
+            "--quiet", *extra]
+
+
+def prompts_flag(out, prompts):
+    path = out.parent / "prompts.txt"
+    path.write_text("\n".join(prompts) + "\n")
+    return ["--prompt_file", str(path)]
+
+
+def without_seconds(results):
+    clean = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    return [clean(p) for p in results["prompts"]], [clean(c) for c in results["candidates"]]
+
+
+def test_search_resumes_what_is_missing_and_refuses_another_command(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(shapes_search(out)) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert first["run"]["complete"] and first["run"]["throughput"]["prompts_run"] == 3
+    assert {"candidates_per_second", "nfe_per_second", "seconds_per_prompt", "projected_seconds",
+            "peak_memory_bytes", "peak_vram_bytes"} <= set(first["run"]["throughput"])
+    assert "candidates/s" in capsys.readouterr().out
+    assert (out / "index.html").is_file() and (out / "grid.png").is_file()
+    (out / ".noisekit" / "prompts" / "p000001.json").unlink()  # a prompt lost (killed while it ran)
+    assert main(shapes_search(out)) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["run"]["throughput"]["prompts_run"] == 1 and again["run"]["throughput"]["prompts_skipped"] == 2
+    assert without_seconds(again) == without_seconds(first)
+    assert main(shapes_search(out)) == 0 and "nothing to run" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["run"]["throughput"]["prompts_run"] == 1  # kept
+    assert main(shapes_search(out, "--steps", "3")) == 2
+    err = capsys.readouterr().err
+    assert "holds a run of other settings (steps)" in err and err.count("\n") == 1
+    (out / "index.html").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "index.html").is_file()
+
+
+def test_generate_takes_a_prompt_set_by_name(tmp_path, capsys):
+    csv = tmp_path / "drawbench.csv"
+    csv.write_text("Prompts,Category\na red circle,Colors\na blue square,Positional\na green cross,Colors\n")
+    out = tmp_path / "out"
+    assert main(["generate", "--prompts", "drawbench:colors", "--prompts_path", str(csv), "--num_images", "1",
+                 "--steps", "2", "--output_dir", str(out), "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [r["prompt"] for r in results["images"]] == ["a red circle", "a green cross"]
+    assert results["run"]["complete"] and (out / "index.html").is_file()
+    assert "all 2 prompts" in capsys.readouterr().out

@@ -9,10 +9,10 @@ import os
 import sys
 
 from ..version import __version__
-from . import demo, generate, library, replay, schedule, search
+from . import demo, generate, library, replay, report, schedule, search
 from .common import UserError, quiet_libraries
 
-COMMANDS = (generate, search, demo, replay, library, schedule)
+COMMANDS = (generate, search, demo, replay, report, library, schedule)
 
 
 def build_parser():

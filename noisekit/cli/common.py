@@ -17,10 +17,26 @@ class UserError(Exception):
     """A mistake in the command line or its inputs, reported as one line."""
 
 
+def add_prompt_flags(parser):
+    parser.add_argument("prompt", nargs="?", help="the prompt (or use --prompt_file or --prompts)")
+    parser.add_argument("--prompt_file", help="one prompt per line")
+    parser.add_argument("--prompts", default=None, metavar="SET[:CATEGORY]",
+                        help="a prompt set by name: drawbench|pickscore|hpd|geneval|t2i-compbench, optionally "
+                             "with a category (e.g. geneval:counting)")
+    parser.add_argument("--prompts_path", default=None,
+                        help="your copy of a set that is not shipped (DrawBench's CSV), for --prompts")
+
+
 def read_prompts(args):
+    given = [flag for flag, value in (("PROMPT", args.prompt), ("--prompt_file", args.prompt_file),
+                                      ("--prompts", args.prompts)) if value is not None]
+    if len(given) > 1:
+        raise UserError(f"give one of PROMPT, --prompt_file or --prompts, not {' and '.join(given)}.")
+    if args.prompts_path and not args.prompts:
+        raise UserError("--prompts_path needs --prompts SET (the set the file holds).")
+    if args.prompts is not None:
+        return prompt_set(args.prompts, args.prompts_path)
     if args.prompt_file:
-        if args.prompt is not None:
-            raise UserError("give a PROMPT or --prompt_file, not both.")
         if not os.path.isfile(args.prompt_file):
             raise UserError(f"--prompt_file {args.prompt_file!r} does not exist.")
         with open(args.prompt_file, encoding="utf-8") as f:
@@ -29,8 +45,22 @@ def read_prompts(args):
             raise UserError(f"--prompt_file {args.prompt_file!r} holds no prompts (one per line).")
         return prompts
     if args.prompt is None:
-        raise UserError("give a PROMPT or --prompt_file FILE (an empty PROMPT \"\" is an unconditional image).")
+        raise UserError("give a PROMPT, --prompt_file FILE or --prompts SET (an empty PROMPT \"\" is an "
+                        "unconditional image).")
     return [args.prompt]
+
+
+def prompt_set(name, path):
+    from ..prompt_sets import list_prompt_sets, load_prompt_set
+
+    set_name = name.partition(":")[0].strip().lower()
+    if path is None and set_name in list_prompt_sets() and set_name not in list_prompt_sets(shipped_only=True):
+        raise UserError(f"--prompts {set_name} is not shipped (its source states no licence); add --prompts_path "
+                        "FILE, your copy of its CSV (columns Prompts,Category).")
+    prompts = load_prompt_set(name, path=path)
+    if not prompts:
+        raise UserError(f"--prompts {name!r} holds no prompts.")
+    return prompts
 
 
 def seeds_of(args):
@@ -110,8 +140,9 @@ def nlg_params(args):
             "relative_clip": args.nlg_relative_clip, "noise_variance": args.nlg_noise_variance, "timestep": timestep}
 
 
-def load_run(args):
-    """The pipeline (schedule fixed by --zero_snr) and the noise plan of the flags, without a search stage."""
+def load_run(args, *, device=None):
+    """The pipeline (schedule fixed by --zero_snr) and the noise plan of the flags, without a search stage;
+    `device` (a process's own, under accelerate) overrides --device."""
     from ..core.schedule import zero_snr
     from ..plan import LibraryStage, NoisePlan
     from ..sources import load_npnet, load_pipeline, resolve
@@ -120,7 +151,7 @@ def load_run(args):
     library = None
     if args.library:
         library = LibraryStage(resolve(args.library, kind="library")[0], tuple(args.attribute))
-    pipe = load_pipeline(args.model, device=args.device)
+    pipe = load_pipeline(args.model, device=device or args.device)
     if args.zero_snr:
         zero_snr(pipe, mode=args.zero_snr)
     npnet = load_npnet(args.npnet, pipe, resize=args.npnet_resize) if args.npnet else None
@@ -142,6 +173,51 @@ def run_settings(args, sampler):
             "nlg": nlg_params(args), "npnet": args.npnet, "npnet_resize": args.npnet_resize,
             "library": args.library, "attributes": args.attribute, "batch_size": args.batch_size,
             "seed": args.seed, "noisekit": __version__}
+
+
+# Flags that change neither the images nor the scores: a run resumed with other values of these is the same run.
+NOT_RUN_SETTINGS = ("prompt", "prompt_file", "prompts", "prompts_path", "output_dir", "device", "quiet", "json",
+                    "run", "command")
+
+
+def command_settings(args, command, prompts):
+    """What identifies a run for resuming: the command, its flags (asset names as given) and its prompts."""
+    from ..runs import prompts_digest
+    from ..version import __version__
+
+    flags = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_RUN_SETTINGS}
+    flags["model"] = args.model or "shapes-t2i"
+    return {"command": command, **flags, "prompts": prompts_digest(prompts), "num_prompts": len(prompts),
+            "noisekit": __version__}
+
+
+def open_run(args, command, prompts, lists):
+    """The run folder of this command, refused when it holds another run; this process's place in the run."""
+    from ..results import check_output_dir
+    from ..runs import RunFolder, process_group
+
+    check_output_dir(args.output_dir)
+    folder = RunFolder(args.output_dir, settings=command_settings(args, command, prompts), num_prompts=len(prompts),
+                       lists=lists)
+    folder.check()
+    return folder, process_group(device=args.device)
+
+
+def finish_run(folder, group, settings, *, pending, load_seconds):
+    """On the main process, once every process is done: `results.json` merged with the run's throughput, and
+    `index.html`. Returns the results and this invocation's throughput."""
+    from ..report import write_report
+    from ..results import write_json
+    from ..runs import gather_throughput
+
+    throughput = gather_throughput(folder, group, pending=pending, load_seconds=load_seconds)
+    recorded = throughput
+    if not throughput["prompts_run"]:  # a finished run run again: keep the throughput of the run that did the work
+        recorded = folder.previous_throughput() or throughput
+    results = folder.merge(settings=settings, throughput=recorded)
+    write_json(os.path.join(folder.output_dir, "results.json"), results)
+    write_report(folder.output_dir)
+    return results, throughput
 
 
 def quiet_libraries():

@@ -1,17 +1,19 @@
 """`noisekit generate`: images for prompts x seeds through the noise plan of the flags, with their recipes.
 
     noisekit generate "a red circle" --num_images 4 --npnet shapes-npnet --nlg
+    accelerate launch -m noisekit generate --prompts geneval --num_images 4    # prompts split across processes
 """
 
 import os
+import time
 
-from .common import add_sampling_flags, check_sampling_flags, load_run, read_prompts, run_settings, seeds_of
+from .common import (add_prompt_flags, add_sampling_flags, check_sampling_flags, finish_run, load_run, open_run,
+                     read_prompts, run_settings, sampler_settings, seeds_of)
 
 
 def register(commands):
     parser = commands.add_parser("generate", help="images for prompts x seeds, with their recipes")
-    parser.add_argument("prompt", nargs="?", help="the prompt (or use --prompt_file)")
-    parser.add_argument("--prompt_file", help="one prompt per line")
+    add_prompt_flags(parser)
     parser.add_argument("--output_dir", default="outputs/generate")
     add_sampling_flags(parser)
     parser.set_defaults(run=run)
@@ -21,24 +23,39 @@ def run(args):
     import torch
     from tqdm.auto import tqdm
 
-    from ..generate import generate, image_name
-    from ..results import check_output_dir, write_json
+    from ..generate import generate_prompt, image_name
+    from ..plan import run_sampler
+    from ..results import write_json
+    from ..runs import describe, run_prompts
 
+    began = time.perf_counter()
     prompts = read_prompts(args)
     seeds = seeds_of(args)
     check_sampling_flags(args)
-    check_output_dir(args.output_dir)
-    pipe, plan = load_run(args)
-    with torch.no_grad(), tqdm(total=len(prompts), desc="prompts", disable=args.quiet) as progress:
-        records, sampler = generate(pipe, prompts, seeds, num_inference_steps=args.steps,
-                                    guidance_scale=args.guidance_scale, guidance_rescale=args.guidance_rescale,
-                                    negative_prompt=args.negative_prompt, micro_batch_size=args.batch_size,
-                                    progress=progress, plan=plan, height=args.height, width=args.width)
-    rows = []
-    for record in records:
-        name = image_name(record["prompt_index"], record["seed"])
-        record.pop("image").save(os.path.join(args.output_dir, name))
-        rows.append({**record, "file": name})
+    folder, group = open_run(args, "generate", prompts, ("images",))
+    pipe, plan = load_run(args, device=group.device)
+    with torch.no_grad():  # the run's prompts, encoded once (all of them in every process: the same encodings)
+        sampler = run_sampler(pipe, prompts, plan, **sampler_settings(args))
+    settings = run_settings(args, sampler)
     path = os.path.join(args.output_dir, "results.json")
-    write_json(path, {"settings": run_settings(args, sampler), "images": rows})
-    print(f"wrote {path}")
+    load_seconds = round(time.perf_counter() - began, 3)
+
+    def work(index):
+        rows = []
+        with torch.no_grad():
+            records = generate_prompt(sampler, plan, index, seeds, micro_batch_size=args.batch_size)
+        for record in records:
+            name = image_name(record["prompt_index"], record["seed"])
+            record.pop("image").save(os.path.join(args.output_dir, name))
+            rows.append({**record, "file": name})
+        return {"images": rows}, len(rows), sum(r["nfe"] for r in rows)
+
+    write = lambda: write_json(path, folder.merge(settings=settings))  # noqa: E731
+    with tqdm(desc="prompts", unit="prompt", disable=args.quiet or not group.is_main) as progress:
+        pending, _ = run_prompts(folder, group, work, on_done=write, progress=progress)
+    if not group.is_main:
+        return 0
+    _, throughput = finish_run(folder, group, settings, pending=pending, load_seconds=load_seconds)
+    print(f"wrote {path} and index.html")
+    print(describe(throughput))
+    return 0

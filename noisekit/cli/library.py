@@ -9,7 +9,6 @@ Examples:
 """
 
 import json
-import os
 
 from ..shapes.assets import PIPELINE_ASSETS
 from ..sources import resolve
@@ -73,19 +72,15 @@ def run_build(args):
     from tqdm.auto import tqdm
 
     from ..library import NoiseLibrary, build_library, clip_extractor, get_extractor
+    from ..runs import process_group
     from ..sources import load_pipeline
 
     names = [n.strip() for n in args.extractors.split(",") if n.strip()]
     extractors = [get_extractor(n) for n in names]
     source = clip_source(args)
-    process_index, num_processes, barrier, device = 0, 1, None, args.device
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch` / torchrun
-        from accelerate import PartialState
-
-        state = PartialState()
-        process_index, num_processes, barrier = state.process_index, state.num_processes, state.wait_for_everyone
-        device = device or str(state.device)
-    pipe = load_pipeline(args.model, device=device)
+    group = process_group(device=args.device)  # one process, or this one's place under `accelerate launch`
+    process_index, num_processes, barrier = group.index, group.count, group.barrier
+    pipe = load_pipeline(args.model, device=group.device)
     if source is not None:
         extractors.append(clip_extractor(source, device=pipe.device))
     with tqdm(total=args.num_seeds // num_processes, desc="posteriors", unit="seed",

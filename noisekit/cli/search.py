@@ -8,8 +8,8 @@ import json
 import os
 import time
 
-from .common import (UserError, add_sampling_flags, check_sampling_flags, load_run, read_prompts, run_settings,
-                     sampler_settings)
+from .common import (UserError, add_prompt_flags, add_sampling_flags, check_sampling_flags, finish_run, load_run,
+                     open_run, read_prompts, run_settings, sampler_settings)
 
 STRATEGIES = ("best_of_n", "ttsnap")
 
@@ -17,8 +17,7 @@ STRATEGIES = ("best_of_n", "ttsnap")
 def register(commands):
     """Register `search` on an argparse subparsers object."""
     parser = commands.add_parser("search", help="seed search with rewards: best-of-N or TTSnap pruning")
-    parser.add_argument("prompt", nargs="?", help="the prompt (or use --prompt_file)")
-    parser.add_argument("--prompt_file", help="one prompt per line")
+    add_prompt_flags(parser)
     parser.add_argument("--output_dir", default="outputs/search")
     parser.add_argument("--reward", default="shapes-judge", help="reward NAME[,NAME...] (several: by rank sum)")
     parser.add_argument("--reward_path", action="append", default=[], metavar="NAME=PATH",
@@ -108,12 +107,18 @@ def check_args(args):
         raise UserError("--schedule, --keep and --preview_reward apply to --strategy ttsnap only.")
 
 
-def cell_label(candidate):
-    """`seed: stage scores > final scores`, first reward only when there are several (the grid is small)."""
-    first = lambda scores: f"{next(iter(scores.values())):.2f}"  # noqa: E731
-    parts = [first(stage["scores"]) for stage in candidate.stages]
-    parts.append(first(candidate.final_scores) if candidate.final_scores else "x")
-    return ("*" if candidate.best else "") + f"{candidate.seed}: " + ">".join(parts)
+def cell_label(record):
+    """`seed: stage scores > final scores`, first reward only when there are several (the grid is small); for a
+    candidate's record (or the candidate)."""
+    record = record.to_dict() if hasattr(record, "to_dict") else record
+
+    def first(scores):
+        value = next(iter(scores.values()))
+        return "nan" if value is None else f"{value:.2f}"
+
+    parts = [first(stage["scores"]) for stage in record["stages"]]
+    parts.append(first(record["final_scores"]) if record["final_scores"] else "x")
+    return ("*" if record["best"] else "") + f"{record['seed']}: " + ">".join(parts)
 
 
 def save_prompt(result, index, num_prompts, output_dir):
@@ -136,16 +141,17 @@ def run_search(args):
     import torch
     from tqdm.auto import tqdm
 
-    from ..grid import labelled_grid
     from ..plan import SearchStage, replace_stage, run_sampler, search_prompt
-    from ..results import check_output_dir, write_json
+    from ..results import write_json
+    from ..runs import describe, run_prompts
 
+    began = time.perf_counter()
     check_args(args)
     prompts = read_prompts(args)
-    check_output_dir(args.output_dir)
-    pipe, plan = load_run(args)
+    folder, group = open_run(args, "search", prompts, ("prompts", "candidates"))
+    pipe, plan = load_run(args, device=group.device)
     rewards, preview_rewards = load_rewards(args, pipe.device)
-    with torch.no_grad():  # the run's prompts, encoded once
+    with torch.no_grad():  # the run's prompts, encoded once (all of them in every process: the same encodings)
         sampler = run_sampler(pipe, prompts, plan, **sampler_settings(args))
     schedule = schedule_of(args, len(rewards), sampler.num_steps) if args.strategy == "ttsnap" else ()
     count = args.num_candidates if args.budget_nfe is not None or args.num_candidates else 8
@@ -157,24 +163,45 @@ def run_search(args):
                 "schedule": schedule.to_dict() if schedule else None, "budget_nfe": args.budget_nfe,
                 "num_candidates": args.num_candidates, "cost_formula": args.cost_formula}
     path = os.path.join(args.output_dir, "results.json")
-    records, summaries, rows, labels = [], [], [], []
-    with tqdm(total=len(prompts), desc="search", disable=args.quiet) as progress:
-        for index in range(len(prompts)):
-            began = time.perf_counter()
-            result = search_prompt(sampler, plan, index, args.seed)
-            prompt_records, summary = save_prompt(result, index, len(prompts), args.output_dir)
-            records += prompt_records
-            summaries.append({**summary, "seconds": round(time.perf_counter() - began, 3)})
-            rows.append([c.image for c in result.candidates])
-            labels.append([cell_label(c) for c in result.candidates])
-            # results so far, after every prompt: an interrupted run keeps every finished prompt
-            write_json(path, {"settings": settings, "prompts": summaries, "candidates": records})
-            progress.update(1)
-    grid_labels = [f"p{i}: {s['prompt'][:40]} | cost {s['cost']}" + (f"/{s['budget']}" if s["budget"] else "") +
-                   f" | best seed {s['best_seed']}" for i, s in enumerate(summaries)]
-    labelled_grid(rows, grid_labels, labels).save(os.path.join(args.output_dir, "grid.png"))
+    load_seconds = round(time.perf_counter() - began, 3)
+
+    def work(index):
+        start = time.perf_counter()
+        result = search_prompt(sampler, plan, index, args.seed)
+        records, summary = save_prompt(result, index, len(prompts), args.output_dir)
+        summary = {**summary, "seconds": round(time.perf_counter() - start, 3)}
+        return {"prompts": [summary], "candidates": records}, len(result.candidates), result.nfe
+
+    # results so far, after every prompt of the main process: an interrupted run keeps every finished prompt
+    write = lambda: write_json(path, folder.merge(settings=settings))  # noqa: E731
+    with tqdm(desc="search", unit="prompt", disable=args.quiet or not group.is_main) as progress:
+        pending, _ = run_prompts(folder, group, work, on_done=write, progress=progress)
+    if not group.is_main:
+        return 0
+    results, throughput = finish_run(folder, group, settings, pending=pending, load_seconds=load_seconds)
+    write_grid(results, args.output_dir)
     if args.json:
-        print(json.dumps({"results": path, "prompts": summaries}, indent=2))
+        print(json.dumps({"results": path, "prompts": results["prompts"], "throughput": throughput}, indent=2))
     else:
-        print(f"wrote {os.path.join(args.output_dir, 'grid.png')} and {path}")
+        print(f"wrote {os.path.join(args.output_dir, 'grid.png')}, {path} and index.html")
+        print(describe(throughput))
     return 0
+
+
+def write_grid(results, output_dir):
+    """`grid.png` from the merged results: a row per prompt, each candidate's image (read back from its file)."""
+    from PIL import Image
+
+    from ..grid import labelled_grid
+
+    rows, labels = {}, {}
+    for record in results["candidates"]:
+        with Image.open(os.path.join(output_dir, record["file"])) as image:
+            rows.setdefault(record["prompt_index"], []).append(image.convert("RGB"))
+        labels.setdefault(record["prompt_index"], []).append(cell_label(record))
+    summaries = results["prompts"]
+    grid_labels = [f"p{s['prompt_index']}: {s['prompt'][:40]} | cost {s['cost']}" +
+                   (f"/{s['budget']}" if s["budget"] else "") + f" | best seed {s['best_seed']}" for s in summaries]
+    order = [s["prompt_index"] for s in summaries]
+    labelled_grid([rows[i] for i in order], grid_labels, [labels[i] for i in order]).save(
+        os.path.join(output_dir, "grid.png"))
