@@ -17,11 +17,12 @@ Examples:
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 
-from .budget import CostModel, PruningSchedule, plan_best_of_n, plan_ttsnap
+from .budget import CostModel, PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
 from ..core.candidates import from_seeds
 from .strategies import Flight, _score, as_reward_dict, preview_view, rank_sum, step_sigmas, top_positions
 
@@ -111,14 +112,28 @@ def simulate(table, ids, steps, keep):
     return alive.gather(1, top_positions(final, 1))[:, 0], kept
 
 
-def evaluate(table, budgets, schedule=None, reward_cost=1, iterations=40, seed=0, formula="exact"):
+def simulate_many(table, ids, steps, keep):
+    """`simulate` for several subsets at once: `ids` `(I, n)` (one subset of columns per row) -> the chosen column
+    of every prompt under every subset, `(I, P)`. Each (subset, prompt) pair is replayed as `simulate` does."""
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    rows = torch.arange(len(table.prompts))[None, :, None]
+    alive = ids[:, None, :].expand(-1, len(table.prompts), -1)  # (I, P, n)
+    for step, alpha in zip(steps, keep):
+        values = rank_sum({n: v[rows, alive, step] for n, v in table.scores.items()})
+        alive = alive.gather(2, top_positions(values, max(1, round(alive.shape[2] * alpha))))
+    final = rank_sum({n: v[rows, alive, -1] for n, v in table.scores.items()})
+    return alive.gather(2, top_positions(final, 1))[..., 0]
+
+
+def evaluate(table, budgets, schedule=None, reward_cost=1, iterations=40, seed=0, formula="exact", *, cost=None):
     """Mean final clean reward of the chosen image at each budget, TTSnap's Monte-Carlo protocol.
 
     For each budget, N (best-of-N, `schedule=None`) or N0 (TTSnap) comes from the budget; each iteration draws
     one random subset of that many trajectories, shared by all prompts, and the result is averaged over prompts
-    and iterations. Returns `{reward name: (len(budgets),) float64}` and the candidate counts used.
+    and iterations. Returns `{reward name: (len(budgets),) float64}` and the candidate counts used. `cost`
+    (a `CostModel`) replaces the table's own accounting (e.g. FLOPs instead of NFE).
     """
-    cost = table.cost_model(reward_cost)
+    cost = cost or table.cost_model(reward_cost)
     steps = schedule.steps(table.num_steps, table.sigmas) if schedule is not None else ()
     keep = schedule.keep if schedule is not None else ()
     generator = torch.Generator().manual_seed(seed)
@@ -130,11 +145,11 @@ def evaluate(table, budgets, schedule=None, reward_cost=1, iterations=40, seed=0
             raise ValueError(f"budget {budget} asks for {n} candidates; the table holds {len(table.seeds)} per "
                              f"prompt. Record more seeds or lower the budgets.")
         counts.append(n)
-        for _ in range(iterations):
-            ids = torch.randperm(len(table.seeds), generator=generator)[:n].sort().values
-            best, _ = simulate(table, ids, steps, keep)
-            for name, v in table.scores.items():
-                means[name][b] += v[torch.arange(len(table.prompts)), best, -1].double().mean() / iterations
+        ids = torch.stack([torch.randperm(len(table.seeds), generator=generator)[:n].sort().values
+                           for _ in range(iterations)])
+        best = simulate_many(table, ids, steps, keep)  # (iterations, P)
+        for name, v in table.scores.items():
+            means[name][b] = v[torch.arange(len(table.prompts)), best, -1].double().mean()
     return means, counts
 
 
@@ -228,12 +243,14 @@ def schedule_grid(num_steps, max_stages=3, num_points=8, keep=(0.4, 0.5, 0.6)):
                 yield PruningSchedule(steps, ratios)
 
 
-def grid_search(calibration, heldout, budget, schedules=None, reward_cost=1, iterations=20, seed=0, top_k=5):
+def grid_search(calibration, heldout, budget, schedules=None, reward_cost=1, iterations=20, seed=0, top_k=5, *,
+                cost=None):
     """Rank `schedules` (default `schedule_grid`) by the mean reward at `budget` on the calibration table, then
     report the `top_k` on the held-out table next to best-of-N on both. Rewards: the first reward's, or the mean
-    of each reward's for several (the choice is by rank sum either way)."""
+    of each reward's for several (the choice is by rank sum either way). `cost`: as in `evaluate`."""
     schedules = list(schedules) if schedules is not None else list(schedule_grid(calibration.num_steps))
-    cost, pool = calibration.cost_model(reward_cost), min(len(t.seeds) for t in (calibration, heldout))
+    cost = cost or calibration.cost_model(reward_cost)
+    pool = min(len(t.seeds) for t in (calibration, heldout))
 
     def fits(schedule):  # a schedule whose N0 at `budget` exceeds the recorded candidates cannot be replayed
         try:
@@ -247,10 +264,140 @@ def grid_search(calibration, heldout, budget, schedules=None, reward_cost=1, ite
         raise ValueError(f"no schedule fits budget {budget} with {pool} recorded candidates per prompt.")
 
     def score(table, schedule):
-        means, _ = evaluate(table, [budget], schedule, reward_cost, iterations, seed)
+        means, _ = evaluate(table, [budget], schedule, reward_cost, iterations, seed, cost=cost)
         return float(sum(v[0] for v in means.values()) / len(means))
 
     ranked = sorted(((score(calibration, s), i) for i, s in enumerate(schedules)), key=lambda t: (-t[0], t[1]))
     bon = {"calibration": score(calibration, None), "heldout": score(heldout, None)}
     return [{"schedule": schedules[i].to_dict(), "calibration": value, "heldout": score(heldout, schedules[i]),
              "best_of_n": bon} for value, i in ranked[:top_k]]
+
+
+# ------------------------------------------------------------------------------------ calibrated schedules
+
+SCHEDULE_FILE = "schedule.json"
+SCHEDULE_FORMAT = "noisekit-pruning-schedule"
+
+
+def in_sigma_units(schedule, sigmas):
+    """A step schedule as the noise levels its steps read (`sigmas[s]`), so it applies to any step count: each
+    sigma point resolves to the first step at or below it, which is `s` again on the recorded schedule."""
+    if schedule.unit == "sigma":
+        return schedule
+    return PruningSchedule(tuple(float(sigmas[s]) for s in schedule.points), schedule.keep, unit="sigma")
+
+
+def calibration_objective(table, schedule, budgets, *, cost, iterations, seed, formula="exact"):
+    """Mean over `budgets` of the mean final reward (each reward divided by the spread of its final values, so
+    several rewards weigh alike): proportional to the area under the reward-vs-budget curve that Omega compares."""
+    means, _ = evaluate(table, budgets, schedule, iterations=iterations, seed=seed, formula=formula, cost=cost)
+    spread = {n: float(v[:, :, -1].double().std()) or 1.0 for n, v in table.scores.items()}
+    return float(sum(v.mean() / spread[n] for n, v in means.items()) / len(means))
+
+
+def calibrate_schedule(table, *, budgets, cost=None, schedules=None, iterations=10, refine=20,
+                       refine_iterations=40, seed=0, formula="exact", unit="sigma"):
+    """Pick the pruning schedule that fits `table`'s model and reward: grid search over `schedules` (default
+    `schedule_grid`) of the area under the reward-vs-budget curve on `table` (a calibration split), at
+    `iterations` Monte-Carlo subsets, then the `refine` best again at `refine_iterations`.
+
+    Args:
+        table (`TrajectoryTable`): the calibration prompts (keep held-out prompts out of it).
+        budgets (`list[int]`): the budget grid (in `cost`'s units) the curve is integrated over.
+        cost (`CostModel`, *optional*): accounting (default: the table's, 1 per reward call).
+        formula (`str`): how N0 follows from a budget (`plan_ttsnap`).
+        unit (`str`): `"sigma"` (default: portable across step counts) or `"step"` for the returned schedule.
+
+    Returns:
+        `(schedule, report)`: the best schedule and `{"objective", "default_objective", "best_of_n_objective",
+        "ranked", "schedules_searched", ...}` (objective: mean reward over the budgets, reward-spread units).
+    """
+    if unit not in ("sigma", "step"):
+        raise ValueError(f"`unit` must be 'sigma' or 'step', got {unit!r}.")
+    if len(budgets) < 1:
+        raise ValueError("`budgets` must hold at least one budget.")
+    cost = cost or table.cost_model()
+    schedules = list(schedules) if schedules is not None else list(schedule_grid(table.num_steps))
+    schedules = [s for s in schedules if _replayable(table, s, budgets, cost, formula)]
+    if not schedules:
+        raise ValueError(f"no schedule fits budgets {budgets[0]}..{budgets[-1]} with {len(table.seeds)} recorded "
+                         f"candidates per prompt.")
+    score = lambda s, its: calibration_objective(table, s, budgets, cost=cost, iterations=its, seed=seed,  # noqa
+                                                 formula=formula)
+    coarse = sorted(((score(s, iterations), i) for i, s in enumerate(schedules)), key=lambda t: (-t[0], t[1]))
+    fine = sorted(((score(schedules[i], refine_iterations), i) for _, i in coarse[:refine]),
+                  key=lambda t: (-t[0], t[1]))
+    best = schedules[fine[0][1]]
+    report = {"objective": fine[0][0], "schedules_searched": len(schedules), "budgets": list(budgets),
+              "iterations": [iterations, refine_iterations], "formula": formula,
+              "best_of_n_objective": score(None, refine_iterations),
+              "ranked": [{"schedule": schedules[i].to_dict(), "objective": v} for v, i in fine]}
+    try:
+        default = default_schedule(len(table.scores), table.num_steps)
+    except ValueError:  # too few steps for the paper's schedule
+        default = None
+    if default is not None and _replayable(table, default, budgets, cost, formula):
+        report["default_objective"] = score(default, refine_iterations)
+    chosen = in_sigma_units(best, table.sigmas) if unit == "sigma" else best
+    report["schedule_steps"] = best.to_dict()
+    return chosen, report
+
+
+def _replayable(table, schedule, budgets, cost, formula):
+    """Whether `schedule` starts at least one candidate at the smallest budget and no more than the table holds
+    at the largest."""
+    try:
+        steps = schedule.steps(table.num_steps, table.sigmas)
+        return (plan_ttsnap(budgets[0], cost, steps, schedule.keep, formula) >= 1
+                and plan_ttsnap(budgets[-1], cost, steps, schedule.keep, formula) <= len(table.seeds))
+    except ValueError:
+        return False
+
+
+def save_schedule(path, schedule, *, calibration=None):
+    """Write `schedule` as JSON (`path`: a file, or a reward folder to hold `schedule.json`), with a free-form
+    `calibration` record (table, budgets, objective...). Returns the file written."""
+    path = str(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, SCHEDULE_FILE)
+    record = {"format": SCHEDULE_FORMAT, "version": 1, "schedule": schedule.to_dict(),
+              "calibration": calibration or {}}
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_schedule(path):
+    """The `PruningSchedule` of a file written by `save_schedule`."""
+    with open(path) as f:
+        record = json.load(f)
+    if not isinstance(record, dict) or record.get("format") != SCHEDULE_FORMAT:
+        raise ValueError(f"{path} is not a noisekit pruning schedule (no format {SCHEDULE_FORMAT!r}).")
+    entry = record.get("schedule") or {}
+    try:
+        return PruningSchedule(tuple(entry["points"]), tuple(entry["keep"]), entry.get("unit", "step"))
+    except KeyError as missing:
+        raise ValueError(f"{path}: the schedule has no {missing} entry.") from None
+
+
+def shipped_schedule(reward_path):
+    """The schedule calibrated for a (noise-aware) reward: `schedule.json` in its folder, or None when it has
+    none (then TTSnap's default applies)."""
+    if reward_path is None:
+        return None
+    path = os.path.join(str(reward_path), SCHEDULE_FILE)
+    return load_schedule(path) if os.path.isfile(path) else None
+
+
+def named_schedule(name, *, reward_path=None, num_rewards=1, num_steps=20):
+    """A schedule by name: `"paper"` (TTSnap's default, scaled to `num_steps`) or `"calibrated"` (the one shipped
+    beside the reward at `reward_path`)."""
+    if name == "paper":
+        return default_schedule(num_rewards, num_steps)
+    if name == "calibrated":
+        schedule = shipped_schedule(reward_path)
+        if schedule is None:
+            raise ValueError(f"no calibrated schedule ({SCHEDULE_FILE}) beside the reward at {reward_path}.")
+        return schedule
+    raise ValueError(f"schedule name must be 'paper' or 'calibrated', got {name!r}.")
