@@ -5,6 +5,7 @@ loads a `custom_pipeline=` file as a standalone module with one pipeline class i
 """
 
 import contextlib
+import inspect
 import json
 import os
 from dataclasses import dataclass, replace
@@ -128,7 +129,8 @@ def call_with_plan(pipe, stock_call, prompt, seeds, noise_plan, height, width, *
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     seeds = [0] if seeds is None else list(seeds)
     plan = resolve_plan(pipe, noise_plan)
-    kwargs.setdefault("guidance_rescale", default_guidance_rescale(pipe))
+    if "guidance_rescale" in inspect.signature(stock_call).parameters:  # SD3 and FLUX take none
+        kwargs.setdefault("guidance_rescale", default_guidance_rescale(pipe))
     if plan.search is not None:
         return search_with_plan(pipe, prompts, seeds, plan, height, width, kwargs)
     settings = {k: kwargs.pop(k) for k in ("negative_prompt",) if k in kwargs}
@@ -140,10 +142,11 @@ def call_with_plan(pipe, stock_call, prompt, seeds, noise_plan, height, width, *
     images, recipes, nfe = [], [], 0
     for index in range(len(prompts)):
         candidates = prepare(sampler, plan, index, seeds)
-        latents = candidates.noise.to(pipe._execution_device, adapter.dtype)
+        latents = adapter.pack(candidates.noise.to(pipe._execution_device, adapter.dtype))
         with counting_nfe(adapter.denoiser) as count:
             out = stock_call(latents=latents, num_images_per_prompt=len(candidates), height=height, width=width,
-                             generator=candidates.generators(), **adapter.call_embeds(sampler.conditioning, index),
+                             generator=candidates.generators(),
+                             **adapter.call_embeds(sampler.conditioning, index, len(candidates)),
                              **kwargs)
         images += list(out.images) if isinstance(out.images, list) else [out.images]
         recipes += [r.to_dict() for r in candidates.recipes]

@@ -111,3 +111,95 @@ def test_unserved_families_are_refused_in_one_line(class_name):
     pipe = cls.__new__(cls)  # the refusal reads the class only
     with pytest.raises(ValueError, match=rf"^{class_name} is not supported: [^\n]+\.$"):
         adapter_for(pipe)
+
+
+# Methods on the flow families -------------------------------------------------------------------------------------
+def _flow(name):
+    if name not in _PIPES:
+        _PIPES[name] = BUILDERS[name]()
+    return _PIPES[name]
+
+
+def _brightness(images, prompts, sigma=None):
+    import numpy as np
+
+    return torch.tensor([float(np.asarray(image).mean()) for image in images])
+
+
+@pytest.mark.parametrize("name", ["flux_dev", "sd3"])
+def test_seed_search_and_ttsnap_run_with_the_default_few_step_schedule(name):
+    from noisekit.search.strategies import search, step_sigmas
+
+    pipe = _flow(name)
+    sampler = Sampler(pipe, [PROMPT], num_inference_steps=STEPS, guidance_scale=SETTINGS[name][0], height=32,
+                      width=32)
+    sigmas = step_sigmas(sampler)
+    assert sigmas[0] == float("inf") and all(a > b for a, b in zip(sigmas, sigmas[1:]))  # VE units, from s = 1
+    best = search(sampler, 0, _brightness, num_candidates=6, schedule=())
+    pruned = search(sampler, 0, _brightness, num_candidates=6, strategy="ttsnap")
+    assert pruned.steps == (0, 1) and pruned.nfe < best.nfe
+    per_step = SETTINGS[name][1]
+    assert best.nfe == 6 * STEPS * per_step
+
+
+@pytest.mark.parametrize("name", ["flux_dev", "sd3"])
+def test_nlg_evaluates_where_flow_has_signal(name):
+    from noisekit.core.candidates import from_seeds
+    from noisekit.transforms.nlg import evaluation_timestep, nlg_stage
+
+    pipe = _flow(name)
+    assert evaluation_timestep(pipe.scheduler) == 936  # ((1 - s) / s)^2 = SD's terminal SNR
+    with pytest.raises(ValueError, match=r"integer in \[1, 999\] for flow matching"):
+        evaluation_timestep(pipe.scheduler, 1000)
+    sampler = Sampler(pipe, [PROMPT], num_inference_steps=STEPS, guidance_scale=SETTINGS[name][0], height=32,
+                      width=32, with_uncond=True)
+    start = from_seeds(sampler.shape, [0, 1])
+    refined = nlg_stage(sampler, start, num_iterations=2, noise_variance=0.0)
+    assert refined.nfe == 2 * 2 * 2 and not torch.equal(refined.noise, start.noise)
+    dims = start.noise[0].numel()  # renormalised to the norm of unit-variance noise
+    assert torch.allclose(refined.noise.flatten(1).norm(dim=1), torch.full((2,), dims**0.5), rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["flux_dev", "sd3"])
+def test_flow_families_refuse_zero_snr_npnet_and_library_in_one_line(name, tmp_path):
+    from noisekit.core.candidates import from_seeds
+    from noisekit.core.schedule import zero_snr
+    from noisekit.library.build import build_library
+    from noisekit.transforms.golden import golden_stage
+
+    pipe = _flow(name)
+    with pytest.raises(ValueError, match=r"^zero_snr does not apply to flow matching [^\n]+$"):
+        zero_snr(pipe)
+    sampler = Sampler(pipe, [PROMPT], num_inference_steps=STEPS, height=32, width=32)
+    with pytest.raises(ValueError, match=r"^golden noise \(NPNet\) is not available for [^\n]+$"):
+        golden_stage(sampler, from_seeds(sampler.shape, [0]), npnet=None)
+    with pytest.raises(ValueError, match=r"^a noise library stores DDIM posteriors of a UNet; [^\n]+$"):
+        build_library(pipe, str(tmp_path / "lib"), num_seeds=2, height=32, width=32)
+
+
+def test_inspect_schedule_reports_flow_sigmas_and_shift():
+    from noisekit.core.inspect_schedule import inspect_schedule
+
+    report = inspect_schedule(_flow("sd3").scheduler, STEPS)
+    assert report.prediction_type == "flow" and report.zero_terminal_snr and report.flow_shift == 3.0
+    assert report.sigmas[0] == 1.0 and len(report.sigmas) == STEPS and "flow sigmas (shift 3)" in str(report)
+    dynamic = inspect_schedule(_flow("flux_dev").scheduler, STEPS)
+    assert dynamic.dynamic_shifting and "dynamic shift" in str(dynamic)
+
+
+@pytest.mark.parametrize("name", ["flux_dev", "sd3"])
+def test_noisekit_pipelines_wrap_the_flow_families(name):
+    from noisekit.pipelines import NoisekitFluxPipeline, NoisekitStableDiffusion3Pipeline
+    from noisekit.plan import NoisePlan
+
+    pipe = _flow(name)
+    cls = NoisekitFluxPipeline if name.startswith("flux") else NoisekitStableDiffusion3Pipeline
+    wrapped = cls.from_pipe(pipe)
+    wrapped.set_progress_bar_config(disable=True)
+    settings = dict(num_inference_steps=STEPS, guidance_scale=SETTINGS[name][0], height=32, width=32)
+    out = wrapped(PROMPT, seeds=[0, 1], output_type="np", **settings)
+    noise = seed_noise(pipe, [0, 1], height=32, width=32)
+    direct = sample(pipe, PROMPT, noise, output_type="np", num_inference_steps=STEPS, guidance_scale=SETTINGS[name][0])
+    assert abs(out.images - direct.images).max() <= 1e-4 and out.nfe == direct.nfe
+    nlg = wrapped(PROMPT, seeds=[0], output_type="np", noise_plan=NoisePlan(nlg={"num_iterations": 1}), **settings)
+    assert nlg.recipes[0]["transforms"][-1]["name"] == "nlg" and nlg.nfe == 2 + STEPS * SETTINGS[name][1]

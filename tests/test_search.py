@@ -337,8 +337,9 @@ def test_library_errors_name_the_argument(sd1_pipe, judge):
         PruningSchedule((3, 1), (0.5, 0.5))
     with pytest.raises(ValueError, match="`unit` must be one of"):
         PruningSchedule((1,), (0.5,), unit="percent")
-    with pytest.raises(ValueError, match="does not fit 4 steps"):
-        default_schedule(1, 4)
+    with pytest.raises(ValueError, match="a 1-step loop has none"):
+        default_schedule(1, 1)
+    assert default_schedule(1, 4) == PruningSchedule((0, 1), (0.4 * 0.4, 0.5))  # few-step models fit
     sampler = make_sampler(sd1_pipe)
     with pytest.raises(ValueError, match="exactly one of `num_candidates` and `budget`"):
         search(sampler, 0, judge, num_candidates=3, budget=50)

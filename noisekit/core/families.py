@@ -145,8 +145,9 @@ class UNetAdapter:
         return self.denoiser(model_input, timestep, encoder_hidden_states=hidden, timestep_cond=timestep_cond,
                              added_cond_kwargs=added, return_dict=False)[0]
 
-    def call_embeds(self, conditioning, prompt_index):
-        """The stock pipeline call's embedding arguments for one encoded prompt (so it does not encode again)."""
+    def call_embeds(self, conditioning, prompt_index, count=1):
+        """The stock pipeline call's embedding arguments for one encoded prompt (so it does not encode again); the
+        SD pipelines repeat them for `num_images_per_prompt` themselves, so `count` is not needed here."""
         rows = slice(prompt_index, prompt_index + 1)
         embeds = {"prompt_embeds": conditioning.cond[rows]}
         if conditioning.has_uncond:

@@ -167,8 +167,10 @@ class SD3Adapter(FlowAdapter):
         return self.denoiser(hidden_states=model_input, timestep=timestep.expand(model_input.shape[0]),
                              encoder_hidden_states=hidden, return_dict=False, **added)[0]
 
-    def call_embeds(self, conditioning, prompt_index):
-        rows = slice(prompt_index, prompt_index + 1)
+    def call_embeds(self, conditioning, prompt_index, count=1):
+        """The stock call's embeddings for one prompt, repeated for `count` images (SD3 does not repeat given
+        embeddings for `num_images_per_prompt`)."""
+        rows = [prompt_index] * count
         embeds = {"prompt_embeds": conditioning.cond[rows],
                   "pooled_prompt_embeds": conditioning.added_cond["pooled_projections"][rows]}
         if conditioning.has_uncond:
@@ -204,6 +206,7 @@ class FluxAdapter(FlowAdapter):
 
     def pack(self, latents):
         b, c, h, w = latents.shape
+        self._latent_hw[(h // 2) * (w // 2)] = (h, w)  # so unpack and the position ids know the size
         return self.pipe._pack_latents(latents, b, c, h, w)
 
     def unpack(self, latents):
@@ -261,8 +264,8 @@ class FluxAdapter(FlowAdapter):
             latents = self.unpack(latents)
         return super().decode(latents, output_type)
 
-    def call_embeds(self, conditioning, prompt_index):
-        rows = slice(prompt_index, prompt_index + 1)
+    def call_embeds(self, conditioning, prompt_index, count=1):
+        rows = [prompt_index] * count  # FLUX does not repeat given embeddings for `num_images_per_prompt`
         return {"prompt_embeds": conditioning.cond[rows],
                 "pooled_prompt_embeds": conditioning.added_cond["pooled_projections"][rows]}
 

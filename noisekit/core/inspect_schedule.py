@@ -32,6 +32,9 @@ class ScheduleReport:
     trailing_extra_negative_timestep: bool | None = None
     ddim_prev_timestep_mismatches: int | None = None
     share_of_sigmas_above_original_max: float | None = None
+    flow_shift: float | None = None  # flow matching: the static shift, or mu under dynamic shifting
+    dynamic_shifting: bool | None = None
+    sigmas: list | None = None  # flow matching: the noise levels of the steps (1 = pure noise)
     problems: list = field(default_factory=list)  # errors: sampling will break
     warnings: list = field(default_factory=list)  # sampling works, but worse than it could
 
@@ -53,6 +56,10 @@ class ScheduleReport:
             lines += [f"  {self.num_inference_steps} steps -> {len(self.timesteps)} timesteps: {shown}",
                       f"  first timestep {self.first_timestep} (SNR {self.first_snr:.4g}), starts at the last "
                       f"training timestep: {self.starts_at_last_timestep}"]
+            if self.sigmas is not None:
+                shown = [round(v, 4) for v in self.sigmas]
+                lines.append(f"  flow sigmas ({'dynamic shift, mu' if self.dynamic_shifting else 'shift'} "
+                             f"{self.flow_shift:.4g}): {shown if len(shown) <= 12 else shown[:6] + ['...']}")
             if self.share_of_sigmas_above_original_max is not None:
                 lines.append(f"  share of sigmas above the original sigma_max: "
                              f"{self.share_of_sigmas_above_original_max:.0%}")
@@ -60,13 +67,17 @@ class ScheduleReport:
         return "\n".join(lines)
 
 
-def inspect_schedule(scheduler, num_inference_steps=None):
+def inspect_schedule(scheduler, num_inference_steps=None, mu=None):
     """Report on `scheduler` (a diffusers scheduler; not modified) and, with `num_inference_steps`, its timesteps.
+    `mu`: the dynamic shift of a flow-matching scheduler (FLUX, SD3.5 at some sizes); the pipeline sets it from
+    the image size, so without it the report uses the scheduler's largest (`max_image_seq_len` tokens).
 
     Examples:
         >>> print(inspect_schedule(pipe.scheduler, 20))
     """
     config = scheduler.config
+    if not hasattr(scheduler, "alphas_cumprod") and hasattr(scheduler, "sigmas"):
+        return _inspect_flow(scheduler, num_inference_steps, mu)
     alphas_cumprod = scheduler.alphas_cumprod.double()
     terminal = float(alphas_cumprod[-1])
     snr = terminal / (1 - terminal) if terminal < 1 else float("inf")
@@ -127,3 +138,31 @@ def _inspect_timesteps(report, scheduler, n, alphas_cumprod):
             report.warnings.append(f"{report.share_of_sigmas_above_original_max:.0%} of the Karras/exponential sigmas "
                                    f"lie above the original sigma_max {original_max:.3g}, leaving few steps for "
                                    "the informative range.")
+
+
+def _inspect_flow(scheduler, n, mu):
+    """Flow matching: x_t = (1 - s) x0 + s eps from s = 1, so the terminal SNR ((1 - s) / s)^2 is zero by
+    construction and the first step sees pure noise; the shift (or mu) decides how the steps spread over s."""
+    config = scheduler.config
+    dynamic = bool(config.get("use_dynamic_shifting", False))
+    if dynamic and mu is None:
+        mu = config.get("max_shift", 1.15)  # the pipelines' calculate_shift at max_image_seq_len tokens
+    report = ScheduleReport(
+        scheduler=type(scheduler).__name__, prediction_type="flow", num_train_timesteps=config.num_train_timesteps,
+        terminal_alpha_bar=0.0, terminal_sqrt_alpha_bar=0.0, terminal_snr=0.0, zero_terminal_snr=True,
+        rescale_betas_zero_snr=False, clamp=None, timestep_spacing=None, init_noise_sigma=1.0,
+        flow_shift=float(mu if dynamic else config.get("shift", 1.0)), dynamic_shifting=dynamic)
+    if dynamic:
+        tokens = config.get("max_image_seq_len", 4096)
+        report.warnings.append(f"dynamic shifting: mu {mu:.4g} is the pipeline's at {tokens} latent tokens; "
+                               "smaller images shift less.")
+    if n is not None:
+        probe = copy.deepcopy(scheduler)
+        probe.set_timesteps(n, mu=mu) if dynamic else probe.set_timesteps(n)
+        sigmas = [float(v) for v in probe.sigmas[:-1]]
+        report.num_inference_steps, report.sigmas = n, sigmas
+        report.timesteps = [int(round(float(t))) for t in probe.timesteps]
+        report.first_timestep, report.first_snr = report.timesteps[0], ((1 - sigmas[0]) / sigmas[0]) ** 2
+        report.starts_at_last_timestep = sigmas[0] >= 1.0
+        report.trailing_extra_negative_timestep = False
+    return report

@@ -91,6 +91,9 @@ def zero_snr(pipe, mode="ztsnr", guidance_rescale=0.7, force=False, clamp="diffu
     if not 0.0 <= guidance_rescale <= 1.0:
         raise ValueError(f"`guidance_rescale` must lie in [0, 1], got {guidance_rescale!r}.")
     scheduler = pipe.scheduler
+    if is_flow(scheduler):
+        raise ValueError(f"zero_snr does not apply to flow matching ({type(scheduler).__name__}): sampling already "
+                         "starts at sigma = 1, pure noise, where the SNR is zero by construction.")
     config = dict(scheduler.config)
     overrides = {}
     if "timestep_spacing" in config:
@@ -119,3 +122,10 @@ def zero_snr(pipe, mode="ztsnr", guidance_rescale=0.7, force=False, clamp="diffu
 
 def _uses_sigmas(scheduler):
     return hasattr(scheduler, "sigmas") or "use_karras_sigmas" in scheduler.config
+
+
+def is_flow(scheduler):
+    """A flow-matching schedule (x_t = (1 - s) x0 + s eps): FlowMatch* schedulers, or flow sigmas/predictions."""
+    config = scheduler.config
+    return ((hasattr(scheduler, "sigmas") and not hasattr(scheduler, "alphas_cumprod"))
+            or bool(config.get("use_flow_sigmas")) or config.get("prediction_type") == "flow_prediction")

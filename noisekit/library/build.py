@@ -16,6 +16,7 @@ import time
 import torch
 
 from ..version import __version__
+from ..core.families import adapter_for
 from ..core.noise import GENERATOR, latent_shape, noise_checksum, noise_from_seed, vae_scale_factor
 from ..core.sampler import sample
 from ..core.weights import module_hash
@@ -32,6 +33,9 @@ def posterior_pipe(pipe):
     """The same components with a DDIM scheduler built from the pipeline's scheduler config (itself if DDIM)."""
     from diffusers import DDIMScheduler
 
+    if adapter_for(pipe).flow:
+        raise ValueError(f"a noise library stores DDIM posteriors of a UNet; {type(pipe).__name__} is a flow-matching "
+                         "transformer with no DDIM schedule, so noisekit builds no library for it.")
     if type(pipe.scheduler) is DDIMScheduler:
         return pipe
     new = type(pipe).from_pipe(pipe, scheduler=DDIMScheduler.from_config(pipe.scheduler.config))

@@ -94,15 +94,21 @@ DEFAULT_MULTI_SCHEDULE = PruningSchedule((4, 6, 11), (0.4, 0.5, 0.6))  # several
 
 def default_schedule(num_rewards=1, num_steps=REFERENCE_STEPS):
     """TTSnap's default schedule (single or multi-reward), its steps scaled from 20 to `num_steps` by the
-    fraction of denoiser passes done: `s' = round((s + 1) * num_steps / 20) - 1`."""
+    fraction of denoiser passes done: `s' = round((s + 1) * num_steps / 20) - 1`. Few-step models (FLUX schnell,
+    LCM, Turbo at 4 steps) get the same overall survivor fraction: stages that land on one step merge (their keep
+    ratios multiply) and stages at or past the last step fold into the last one before it."""
     schedule = DEFAULT_SCHEDULE if num_rewards == 1 else DEFAULT_MULTI_SCHEDULE
     if num_steps == REFERENCE_STEPS:
         return schedule
-    steps = tuple(max(0, round((s + 1) * num_steps / REFERENCE_STEPS) - 1) for s in schedule.points)
-    if any(b <= a for a, b in zip(steps, steps[1:])) or steps[-1] >= num_steps - 1:
-        raise ValueError(f"TTSnap's default schedule {list(schedule.points)} (for 20 steps) does not fit "
-                         f"{num_steps} steps (it becomes {list(steps)}); give `schedule` explicitly or use more steps.")
-    return PruningSchedule(steps, schedule.keep)
+    if num_steps < 2:
+        raise ValueError(f"pruning needs a step before the last one; a {num_steps}-step loop has none (search it "
+                         "with strategy best_of_n).")
+    merged = {}
+    for s, keep in zip(schedule.points, schedule.keep):
+        step = min(max(0, round((s + 1) * num_steps / REFERENCE_STEPS) - 1), num_steps - 2)
+        merged[step] = merged.get(step, 1.0) * keep
+    steps = tuple(sorted(merged))
+    return PruningSchedule(steps, tuple(merged[s] for s in steps))
 
 
 @dataclass(frozen=True)

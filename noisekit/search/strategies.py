@@ -90,13 +90,10 @@ class SearchResult:
 
 
 def step_sigmas(sampler):
-    """Noise level sigma of the sample each loop pass reads (the level its x0 preview is taken at), as floats:
-    the scheduler's `sigmas` where it has them, else sqrt((1 - alpha_bar_t) / alpha_bar_t)."""
-    sigmas = getattr(sampler.scheduler, "sigmas", None)
-    if sigmas is not None and len(sigmas) >= sampler.num_steps:
-        return [float(s) for s in sigmas[: sampler.num_steps]]
-    alpha_bar = sampler.scheduler.alphas_cumprod[sampler.timesteps.cpu().long()].double()
-    return [float(s) for s in ((1 - alpha_bar) / alpha_bar).sqrt()]
+    """Noise level sigma of the sample each loop pass reads (the level its x0 preview is taken at), as floats in
+    VE units (x0 + sigma eps): the scheduler's `sigmas` where it has them, else sqrt((1 - alpha_bar_t) /
+    alpha_bar_t); flow sigma s reads as s / (1 - s), so one noise-aware reward serves every family."""
+    return [sampler.adapter.preview_sigma(sampler.scheduler, i, t) for i, t in enumerate(sampler.timesteps)]
 
 
 def as_reward_dict(rewards):

@@ -122,6 +122,11 @@ def golden_stage(sampler, candidates, npnet, *, resize=False):
     """The golden-noise stage: NPNet on each candidate's noise with its prompt's embedding from the run's
     conditioning (encoded once); each recipe records the step. Costs no denoiser evaluation."""
     adapter = sampler.adapter
+    if adapter.flow:
+        # NPNet reads CLIP sequence embeddings and 4-channel VP noise; no net exists for T5/MMDiT conditioning.
+        raise ValueError(f"golden noise (NPNet) is not available for {type(sampler.pipe).__name__}: NPNet is trained "
+                         "on UNet pipelines' CLIP prompt embeddings and 4-channel latents, and no NPNet exists for "
+                         "flow-matching transformers.")
     check_fit(npnet, sampler.pipe, sampler.height, sampler.width, resize)
     embeds = sampler.conditioning.cond[list(candidates.prompt_index)]
     golden = _golden_rows(npnet, candidates.noise, embeds, candidates.seeds)

@@ -32,6 +32,7 @@ from ..core.candidates import Candidates
 from ..core.families import adapter_for
 from ..core.recipe import register_transform
 from ..core.sampler import Sampler
+from ..core.schedule import is_flow
 from ..core.weights import module_hash
 
 SD_TERMINAL_SNR = 0.004682
@@ -46,8 +47,25 @@ class NLGOutput:
     diagnostics: list = field(default_factory=list)  # per iteration: {"norm_d", "clipped", "cosine_to_start"}
 
 
+def flow_level(t, num_train_timesteps=1000):
+    """Flow matching: the noise level s of training timestep `t` (s = t / T) and the `(alpha, sigma)` NLG converts
+    with: x_t = (1 - s) x0 + s eps, so eps = x_t + (1 - s) v (`_epsilon`'s "flow")."""
+    s = t / num_train_timesteps
+    return 1.0 - s, s
+
+
 def evaluation_timestep(scheduler, timestep="auto"):
-    """The timestep NLG evaluates at: `T - 1`, or for zero-terminal-SNR schedules the one with SD's terminal SNR."""
+    """The timestep NLG evaluates at: `T - 1`, or for zero-terminal-SNR schedules the one with SD's terminal SNR.
+    Flow matching starts at s = 1 where eps(x) = x for every prompt, so "auto" takes the s whose SNR
+    ((1 - s) / s)^2 is SD's terminal SNR: s = 1 / (1 + sqrt(0.004682)) = 0.936, t = 936."""
+    if is_flow(scheduler):
+        last = scheduler.config.num_train_timesteps - 1
+        if timestep == "auto":
+            return round(scheduler.config.num_train_timesteps / (1 + SD_TERMINAL_SNR**0.5))
+        if isinstance(timestep, bool) or not isinstance(timestep, int) or not 1 <= timestep <= last:
+            raise ValueError(f"`timestep` must be 'auto' or an integer in [1, {last}] for flow matching (SNR > 0), "
+                             f"got {timestep!r}.")
+        return timestep
     alphas_cumprod = scheduler.alphas_cumprod.double()
     last = len(alphas_cumprod) - 1
     if timestep == "auto":
@@ -68,6 +86,8 @@ def _epsilon(prediction_type, output, x, alpha, sigma):
         return alpha * output + sigma * x
     if prediction_type == "sample":
         return (x - alpha * output) / sigma
+    if prediction_type == "flow":
+        return x + alpha * output
     raise ValueError(f"NLG supports epsilon, v_prediction and sample models, got {prediction_type!r}.")
 
 
@@ -112,8 +132,14 @@ def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.
         prompt_index = [distinct.index(p) for p in prompts]
     if not conditioning.has_uncond:
         raise ValueError("NLG needs the unconditional rows of the conditioning (encode with CFG or with_uncond).")
-    alpha_bar = pipe.scheduler.alphas_cumprod[0 if official else t].double()
-    alpha, sigma = float(alpha_bar.sqrt()), float((1 - alpha_bar).sqrt())
+    if adapter.flow:
+        if official:
+            raise ValueError("`official=True` reproduces the official NLG script for UNets; flow models have no "
+                             "official reference.")
+        alpha, sigma = flow_level(t, pipe.scheduler.config.num_train_timesteps)
+    else:
+        alpha_bar = pipe.scheduler.alphas_cumprod[0 if official else t].double()
+        alpha, sigma = float(alpha_bar.sqrt()), float((1 - alpha_bar).sqrt())
     dims = noise[0].numel()
     threshold = clip if relative_clip is None else relative_clip * dims**0.5
 
@@ -123,7 +149,9 @@ def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.
     refined, per_batch = [], []
     for first in range(0, len(noise), size):
         rows = slice(first, first + size)
-        denoise = lambda x, rows=rows: adapter.denoise(x, t_tensor(t, adapter), conditioning, index[rows], True)  # noqa
+        def denoise(x, rows=rows):  # in the denoiser's layout (FLUX packs), back to (B, C, h, w)
+            return adapter.unpack(adapter.denoise(adapter.pack(x), t_tensor(t, adapter), conditioning, index[rows],
+                                                  True))
         n, diagnostics = _refine(adapter, denoise, start[rows], alpha, sigma, threshold, num_iterations, step_size,
                                  noise_variance, renormalize, generator[rows] if generator is not None else None,
                                  official)
@@ -135,7 +163,7 @@ def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.
 
 
 def t_tensor(t, adapter):
-    return torch.tensor(t, device=adapter.device)
+    return torch.tensor(float(t) if adapter.flow else t, device=adapter.device)
 
 
 def _injected(generator, shape):
@@ -144,7 +172,7 @@ def _injected(generator, shape):
 
 def _refine(adapter, denoise, start, alpha, sigma, threshold, num_iterations, step_size, noise_variance,
             renormalize, generator, official=False):
-    prediction_type = adapter.pipe.scheduler.config.prediction_type
+    prediction_type = "flow" if adapter.flow else adapter.pipe.scheduler.config.prediction_type
     dims = start[0].numel()
     n, diagnostics = start.clone(), []
     fixed = _injected(generator, n.shape[1:]) if official and noise_variance > 0 else None
