@@ -188,3 +188,35 @@ def tiny_lcm_pipeline(seed=0):
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def flux_architecture_pipeline(seed=0):
+    """A FLUX.1-dev-architecture pipeline with random weights: the real transformer (19 double + 38 single blocks,
+    width 3072, guidance embedding; 11.9B parameters) and the real 16-channel VAE, built from configs so that
+    timings see real shapes with nothing downloaded. The text encoders have the real widths (CLIP-L 768, T5 4096)
+    but T5 only 2 layers: prompts are encoded once per run, so their depth does not enter sampler timings. Build
+    it under `with torch.device("cuda"):` to initialise on the GPU, then cast with `.to(dtype=torch.bfloat16)`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                                         num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                                         guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=16, layers_per_block=2,
+                        sample_size=1024, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                        use_post_quant_conv=False)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=CLIP_VOCAB_SIZE, hidden_size=768, intermediate_size=3072,
+                                                num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu",
+                                                projection_dim=768, bos_token_id=49406, eos_token_id=49407,
+                                                pad_token_id=49407))
+    t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_layers=2, num_heads=64,
+                                 feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0,
+                                 eos_token_id=1)).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096,
+                                                max_shift=1.15, shift=3.0, use_dynamic_shifting=True)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(),
+                        text_encoder_2=t5, tokenizer_2=t5_tokenizer(), transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
