@@ -151,3 +151,14 @@ def test_evaluate_with_a_flop_cost_model_on_the_official_layout(tmp_path):
     late = PruningSchedule((5,), (0.5,))
     means, n0 = evaluate(table, budgets, late, iterations=3, formula="official", cost=official_cost_model())
     assert n0[0] > 2 and omega(budgets, means["hps"], bon["hps"]) > -100
+
+
+def test_the_shapes_noise_aware_judge_ships_a_sigma_schedule():
+    from noisekit.shapes.assets import assets_dir
+
+    folder = assets_dir() / "shapes-judge-noise-aware"
+    schedule = shipped_schedule(folder)
+    assert schedule is not None and schedule.unit == "sigma" and len(schedule.points) == len(schedule.keep)
+    record = json.loads((folder / "schedule.json").read_text())
+    sigmas = [float("inf") if s is None else s for s in record["calibration"]["sigmas"]]
+    assert list(schedule.steps(len(sigmas), sigmas)) == record["calibration"]["schedule_steps"]["points"]

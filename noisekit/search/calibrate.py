@@ -116,13 +116,18 @@ def simulate_many(table, ids, steps, keep):
     """`simulate` for several subsets at once: `ids` `(I, n)` (one subset of columns per row) -> the chosen column
     of every prompt under every subset, `(I, P)`. Each (subset, prompt) pair is replayed as `simulate` does."""
     ids = torch.as_tensor(ids, dtype=torch.long)
-    rows = torch.arange(len(table.prompts))[None, :, None]
     alive = ids[:, None, :].expand(-1, len(table.prompts), -1)  # (I, P, n)
+
+    def at(step):  # gather from one contiguous step column: far faster than indexing (P, N, T) three ways
+        columns = {n: v[:, :, step].contiguous() for n, v in table.scores.items()}
+        if len(columns) == 1:  # a lone reward's rank sum is elementwise: apply it to the column, once
+            columns = {"": rank_sum(columns)}
+        values = {n: c.expand(len(ids), -1, -1).gather(2, alive) for n, c in columns.items()}
+        return values[""] if "" in values else rank_sum(values)
+
     for step, alpha in zip(steps, keep):
-        values = rank_sum({n: v[rows, alive, step] for n, v in table.scores.items()})
-        alive = alive.gather(2, top_positions(values, max(1, round(alive.shape[2] * alpha))))
-    final = rank_sum({n: v[rows, alive, -1] for n, v in table.scores.items()})
-    return alive.gather(2, top_positions(final, 1))[..., 0]
+        alive = alive.gather(2, top_positions(at(step), max(1, round(alive.shape[2] * alpha))))
+    return alive.gather(2, top_positions(at(-1), 1))[..., 0]
 
 
 def evaluate(table, budgets, schedule=None, reward_cost=1, iterations=40, seed=0, formula="exact", *, cost=None):
