@@ -6,7 +6,7 @@
 For each embedding width D the script writes a `(entries, D)` float16 table to a temporary folder, builds the IVF
 index the library builds (`noisekit.library.index`), and measures:
 
-- `library.query(text=...)` latency (median, p95 over `--queries` different queries, each after one warm-up call,
+- `library.query(text=...)` latency, wall-clock and CPU time (median, p95 over `--queries` different queries, each after one warm-up call,
   with the index's pages read once beforehand, as after a library's first use) and recall@10 against an exact
   float32 scan of the same table, for the default `nprobe` and a sweep;
 - the exact scan's own latency (what a query costs without the index);
@@ -130,28 +130,37 @@ def cpu_name():
 
 
 def timed(call, repeats):
-    times = []
+    """`(wall, cpu)` milliseconds of each call; CPU time (all threads) does not grow when other jobs share the
+    cores, so it tells what a call costs when wall times are inflated by them."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         call()
-        times.append(1000 * (time.perf_counter() - began))
-    return times
+        wall.append(1000 * (time.perf_counter() - began))
+        cpu.append(1000 * (time.process_time() - began_cpu))
+    return wall, cpu
+
+
+def percentiles(values, prefix=""):
+    ordered = sorted(values)
+    return {f"{prefix}median_ms": round(statistics.median(ordered), 2),
+            f"{prefix}p95_ms": round(ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))], 2)}
 
 
 def summary(times):
-    ordered = sorted(times)
-    return {"median_ms": round(statistics.median(ordered), 2),
-            "p95_ms": round(ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))], 2)}
+    wall, cpu = times
+    return {**percentiles(wall), **percentiles(cpu, "cpu_")}
 
 
 def text_latency_and_recall(library, truth, count, nprobe):
-    times, hits = [], 0
+    wall, cpu, hits = [], [], 0
     for i in range(count):
         library.query(text=f"q{i}", top_k=10, nprobe=nprobe)  # warm-up of this query's lists
-        times += timed(lambda: library.query(text=f"q{i}", top_k=10, nprobe=nprobe), 1)
+        one_wall, one_cpu = timed(lambda: library.query(text=f"q{i}", top_k=10, nprobe=nprobe), 1)
+        wall, cpu = wall + one_wall, cpu + one_cpu
         seeds = library.query(text=f"q{i}", top_k=10, nprobe=nprobe).seeds
         hits += len(set(seeds) & set(truth[i].tolist()))
-    return {**summary(times), "recall_at_10": round(hits / (10 * count), 4)}
+    return {**summary((wall, cpu)), "recall_at_10": round(hits / (10 * count), 4)}
 
 
 def prepare(folder, args, dim, source_class):
