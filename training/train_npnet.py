@@ -19,7 +19,8 @@ tokens, text width: SDXL gives the official 30,470,427-parameter net); `--shapes
 (sample_size 16, text_embed_dim 64, max_text_tokens 32, `SMALL_SWIN`), `--small_swin` the small branch alone.
 Batches are drawn by `common.batch_indices` (with replacement; an epoch = train pairs / batch steps).
 Validation: MSE on the held-out split and the MSE of the identity baseline (NPNet(x) = x), in TRAINING.json.
-Resumes from `output_dir/checkpoints` on restart.
+Resumes from `output_dir/checkpoints` on restart; every step's random draws (batch, drop-path) are seeded from
+(seed, step), so a run killed and resumed ends with the weights of an uninterrupted one.
 """
 
 import argparse
@@ -175,6 +176,11 @@ def build_npnet(args, sample_size, tokens, width):
     return npnet
 
 
+def step_seed(seed, step):
+    """The RNG seed of training step `step` (drop-path), a pure function like `common.batch_indices`."""
+    return seed * 1_000_003 + 7919 * step + 1
+
+
 def embeds_of(cache, prompt_index, device):
     rows = cache[prompt_index.numpy()]
     return torch.from_numpy(np.ascontiguousarray(rows)).to(device, torch.float32)
@@ -215,7 +221,6 @@ def main(args):
     timer = Timer(progress["seconds"])
     history = progress.get("history", [])
     max_steps = args.max_train_steps or math.ceil(args.num_train_epochs * len(train_ids) / args.train_batch_size)
-    torch.manual_seed(args.seed * 7919 + step)  # drop-path draws after a resume
     accelerator.print(f"{len(train_ids)} train / {len(val_ids)} val pairs, {len(prompts)} prompts, "
                       f"{max_steps} steps", flush=True)
     device = accelerator.device
@@ -236,6 +241,9 @@ def main(args):
         prompt_index = data["prompt_index"][rows]
         if args.official_first_prompt:
             prompt_index = prompt_index[:1]  # the official `encode_prompt(prompt=prompt[0])`, broadcast
+        # drop-path draws from a seed of (seed, step), like the batches: a run resumed after a kill draws what an
+        # uninterrupted run draws at the same step, so both end with the same weights
+        torch.manual_seed(step_seed(args.seed, step))
         pred = npnet(source, embeds_of(cache, prompt_index, device))
         loss = torch.nn.functional.mse_loss(pred, target)
         accelerator.backward(loss)

@@ -28,6 +28,9 @@ from ..rewards.combine import finite_mask, rank_sum, top_positions
 # Every candidate's noise (and later its image) is held at once, so a search has a ceiling; a budget of 1e12
 # would otherwise allocate a list of 1e11 seeds before anything runs.
 MAX_CANDIDATES = 16384
+# Images decoded at once: the VAE's activations for a whole search's candidates would set the peak memory (about
+# 3 MB per shapes-world candidate); in pieces the peak no longer grows with the candidate count.
+DECODE_BATCH = 8
 
 
 @dataclass
@@ -185,9 +188,11 @@ class Flight:
         return torch.cat([chunk.latents for chunk in self.chunks])
 
     def images(self, latents=None, output_type="pil"):
-        if latents is not None:
-            return self.sampler.decode(latents, output_type)
-        parts = [chunk.decode(output_type) for chunk in self.chunks]
+        """Decoded `latents` (default: the live candidates'), `DECODE_BATCH` at a time, so a search and its replay
+        decode in the same pieces."""
+        latents = self.latents() if latents is None else latents
+        parts = [self.sampler.decode(latents[i : i + DECODE_BATCH], output_type)
+                 for i in range(0, len(latents), DECODE_BATCH)]
         return [image for part in parts for image in part] if output_type == "pil" else torch.cat(
             [torch.as_tensor(part) for part in parts])
 
