@@ -162,3 +162,13 @@ def test_the_shapes_noise_aware_judge_ships_a_sigma_schedule():
     record = json.loads((folder / "schedule.json").read_text())
     sigmas = [float("inf") if s is None else s for s in record["calibration"]["sigmas"]]
     assert list(schedule.steps(len(sigmas), sigmas)) == record["calibration"]["schedule_steps"]["points"]
+
+
+def test_schedule_for_reward_by_name_or_folder(tmp_path):
+    from noisekit.search.calibrate import schedule_for_reward
+
+    assert schedule_for_reward("shapes-judge-noise-aware") == shipped_schedule(
+        __import__("noisekit.shapes.assets", fromlist=["assets_dir"]).assets_dir() / "shapes-judge-noise-aware")
+    assert schedule_for_reward("shapes-judge") is None and schedule_for_reward("hpsv2.1") is None
+    save_schedule(tmp_path, DEFAULT_SCHEDULE)
+    assert schedule_for_reward("noise-aware", path=tmp_path) == DEFAULT_SCHEDULE

@@ -395,6 +395,18 @@ def shipped_schedule(reward_path):
     return load_schedule(path) if os.path.isfile(path) else None
 
 
+def schedule_for_reward(name, *, path=None):
+    """The calibrated schedule of the reward registered as `name`, loaded from `path` (its folder) or, for a
+    shipped model such as `shapes-judge-noise-aware`, from its asset folder; None when it has none."""
+    if path is None:
+        from ..shapes.assets import ASSET_NAMES, assets_dir
+
+        if name not in ASSET_NAMES:
+            return None
+        path = assets_dir() / name
+    return shipped_schedule(path)
+
+
 def named_schedule(name, *, reward_path=None, num_rewards=1, num_steps=20):
     """A schedule by name: `"paper"` (TTSnap's default, scaled to `num_steps`) or `"calibrated"` (the one shipped
     beside the reward at `reward_path`)."""
