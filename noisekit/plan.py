@@ -41,6 +41,7 @@ class LibraryStage:
     temperature: float = 0.0
     sample_seed: int | None = None
     mode: str = "rerank"
+    force: bool = False  # use a library built with another model (its posteriors belong to that model)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def choose(sampler, plan, prompt_index, seeds):
     noise, recipes, _ = library_noise(sampler.pipe, stage.path, stage.attributes, text=stage.text,
                                       seeds_needed=len(seeds), exclude=stage.exclude, temperature=stage.temperature,
                                       sample_seed=stage.sample_seed, mode=stage.mode, height=sampler.height,
-                                      width=sampler.width, prompt=sampler.prompts[prompt_index])
+                                      width=sampler.width, prompt=sampler.prompts[prompt_index], force=stage.force)
     return from_recipes(recipes, prompt_index, noise)
 
 

@@ -83,3 +83,18 @@ def test_unknown_transform_and_fields_are_refused():
         recipe.replay()
     with pytest.raises(ValueError, match="no fields"):
         NoiseRecipe.from_dict({"seed": 0, "shape": [4, 8, 8], "colour": "red"})
+
+
+def test_module_hash_follows_weight_changes():
+    from noisekit.core.weights import module_hash
+
+    module = torch.nn.Linear(3, 3)
+    first = module_hash(module)
+    assert module_hash(module) == first  # cached
+    with torch.no_grad():
+        module.weight.add_(1.0)  # an optimiser step
+    second = module_hash(module)
+    module.weight.data.mul_(2.0)  # a write through .data, which bumps no version counter
+    third = module_hash(module)
+    module.half()  # new storage
+    assert len({first, second, third, module_hash(module)}) == 4
