@@ -18,7 +18,7 @@ import os
 import resource
 import time
 
-from .results import write_json
+from .results import with_digest, write_json
 
 STATE_DIR = ".noisekit"
 
@@ -134,7 +134,7 @@ class RunFolder:
         done = len(self._loaded)
         run = {"digest": self.digest, "num_prompts": self.num_prompts, "prompts_done": done,
                "complete": done == self.num_prompts, **({"throughput": throughput} if throughput else {})}
-        return {"settings": settings, **merged, "run": run}
+        return with_digest({"settings": settings, **merged, "run": run})  # replay refuses an edited copy
 
     def previous_throughput(self):
         """The throughput recorded in this folder's results.json, if any."""

@@ -144,3 +144,143 @@ def test_safetensors_npnet_with_only_some_keys_is_one_line(model_dir, tmp_path, 
                           str(tmp_path / "partial.safetensors"), "--output_dir", str(tmp_path / "out"), "--quiet"],
                          capsys, "does not hold a whole NPNet")
     assert "weights missing ['unet_embedding." in err
+
+
+# --- replay checks what it reads before it runs ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generated(model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("generated")
+    assert main(["generate", PROMPT, "--model", model_dir, "--steps", "2", "--num_images", "2", "--output_dir",
+                 str(out), "--quiet"]) == 0
+    return out
+
+
+def edited_copy(generated, tmp_path, edit):
+    """A copy of the generated results.json (images beside it) with `edit(results)` applied."""
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(generated, folder)
+    results = json.loads((folder / "results.json").read_text())
+    edit(results)
+    (folder / "results.json").write_text(json.dumps(results))
+    return str(folder / "results.json")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda r: r["settings"].update(steps=r["settings"]["steps"] + 1),
+    lambda r: r["settings"].update(seed=r["settings"]["seed"] + 7),
+    lambda r: r["settings"].update(guidance_scale=9.0),
+    lambda r: [image.update(prompt="a blue square") for image in r["images"]],
+], ids=["steps", "top-level-seed", "guidance", "prompt"])
+def test_replay_refuses_edited_settings_before_running(generated, tmp_path, capsys, edit):
+    assert "settings_digest" in json.loads((generated / "results.json").read_text())
+    one_line_error(["replay", edited_copy(generated, tmp_path, edit), "--quiet"], capsys,
+                   "was edited after it was written")
+    assert not (tmp_path / "edited" / "replay").exists()  # refused before any image was made
+
+
+def test_replay_refuses_a_seed_that_disagrees_with_its_recipe(generated, tmp_path, capsys):
+    def edit(results):
+        results.pop("settings_digest", None)  # a file from before digests: the recipe still disagrees
+        results["images"][0]["seed"] += 1
+    one_line_error(["replay", edited_copy(generated, tmp_path, edit), "--quiet"], capsys, "but its recipe seed")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda r: r.pop("settings"), "lacks the settings ['model', 'steps', 'guidance_scale']"),
+    (lambda r: r["settings"].update(steps="five"), "records steps 'five'"),
+    (lambda r: r["settings"].update(guidance_scale=None), "records guidance_scale None"),
+    (lambda r: r["images"][0].pop("recipe"), "lacks its recipe"),
+], ids=["no-settings", "steps-text", "guidance-null", "no-recipe"])
+def test_replay_of_a_results_file_without_what_it_needs_is_one_line(generated, tmp_path, capsys, edit, message):
+    one_line_error(["replay", edited_copy(generated, tmp_path, edit), "--quiet"], capsys, message)
+
+
+def unwritable_folders(tmp_path):
+    """`(a file, a folder that cannot be created, a read-only folder or None when running as root)`."""
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir(exist_ok=True)
+    locked.chmod(0o500)
+    read_only = None if os.access(locked, os.W_OK) else locked  # root writes anywhere
+    return a_file, a_file / "sub", read_only
+
+
+@pytest.mark.parametrize("which,message", [(0, "is a file; give a folder"), (1, "cannot create output folder"),
+                                           (2, "is not writable")], ids=["file", "under-a-file", "read-only"])
+def test_replay_into_a_file_or_read_only_folder_is_one_line(generated, tmp_path, capsys, which, message):
+    folder = unwritable_folders(tmp_path)[which]
+    if folder is None:
+        pytest.skip("running as root, who can write into a read-only folder")
+    one_line_error(["replay", str(generated / "results.json"), "--output_dir", str(folder), "--quiet"], capsys,
+                   message)
+
+
+# --- large searches ----------------------------------------------------------------------------------------------
+
+
+def test_grid_of_256_candidates_wraps_instead_of_growing_to_32768_px():
+    from PIL import Image
+
+    from noisekit.grid import MAX_COLUMNS, labelled_grid
+
+    cells = [[Image.new("RGB", (8, 8), (i, 0, 0)) for i in range(256)], [Image.new("RGB", (8, 8))] * 3]
+    labels = [[f"{i}: 0.50" for i in range(len(row))] for row in cells]
+    sheet = labelled_grid(cells, ["p0", "p1"], labels)
+    assert sheet.width == MAX_COLUMNS * 128 == 2048  # was 256 * 128 = 32,768
+    assert sheet.height == 16 + 16 * (128 + 14) + 16 + (128 + 14)  # 16 lines for p0, one for p1
+    assert sheet.getpixel((5 * 128 + 3, 16 + 2 * 142 + 3)) == (2 * 16 + 5, 0, 0)  # candidate 37: line 2, cell 5
+    assert labelled_grid(cells[1:], ["p1"]).size == (3 * 128, 16 + 128)  # small grids are unchanged
+
+
+def test_search_decodes_in_pieces_so_memory_does_not_grow_with_candidates(sd1_pipe, monkeypatch):
+    from noisekit.search import strategies
+
+    sampler = Sampler(sd1_pipe, [PROMPT], num_inference_steps=2, guidance_scale=1.0)
+    sizes = []
+    decode = sampler.decode
+    monkeypatch.setattr(sampler, "decode", lambda latents, output_type="pil": sizes.append(len(latents)) or
+                        decode(latents, output_type))
+    result = search(sampler, 0, ScriptedReward([0.1] * 19), num_candidates=19, schedule=())
+    assert sizes == [8, 8, 3] and len(result.candidates) == 19 and strategies.DECODE_BATCH == 8
+
+
+# --- interrupted training ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_npnet_training_resumed_after_a_kill_ends_with_the_same_weights(tmp_path_factory, tmp_path, sd1_pipe):
+    """A run stopped at its step-2 checkpoint (as kill -9 leaves it) and resumed equals an uninterrupted run."""
+    import sys
+
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
+    import collect_npd
+    import train_npnet
+    from test_npnet_training import collect_args
+
+    from noisekit.shapes.judge import ShapesJudge
+
+    assets = tmp_path_factory.mktemp("assets")
+    sd1_pipe.save_pretrained(assets / "pipe")
+    torch.manual_seed(0)
+    ShapesJudge(width=8).save_pretrained(assets / "judge")
+    collect_npd.main(collect_args(assets, tmp_path / "npd", "--margin", "-1"))
+
+    def train(output_dir, steps):
+        return train_npnet.main(train_npnet.parse_args([
+            "--data_dir", str(tmp_path / "npd"), "--pretrained_model_name_or_path", str(assets / "pipe"),
+            "--output_dir", str(output_dir), "--small_swin", "--train_batch_size", "4", "--checkpointing_steps", "2",
+            "--validation_steps", "100", "--max_train_steps", str(steps)]))
+
+    train(tmp_path / "whole", 4)
+    train(tmp_path / "resumed", 2)  # the checkpoint a kill after step 2 leaves
+    train(tmp_path / "resumed", 4)
+    whole = load_file(tmp_path / "whole" / "npnet" / "diffusion_pytorch_model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "npnet" / "diffusion_pytorch_model.safetensors")
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
