@@ -186,10 +186,11 @@ def combine(processes, *, num_prompts, prompts_skipped=0, load_seconds=None):
     """The run's throughput from each process's meter: the wall time is the slowest process's."""
     wall = max(p["seconds"] for p in processes)
     prompts = sum(p["prompts"] for p in processes)
-    rate = lambda n: round(n / wall, 3) if wall > 0 else None  # noqa: E731
+    rate = lambda n: round(n / wall, 3) if wall > 0 else None
     per_prompt = wall / prompts if prompts else None
     vram = [p["peak_vram_bytes"] for p in processes if p["peak_vram_bytes"] is not None]
-    return {"num_processes": len(processes), "num_prompts": num_prompts, "prompts_run": prompts, "prompts_skipped": prompts_skipped,
+    return {"num_processes": len(processes), "num_prompts": num_prompts, "prompts_run": prompts,
+            "prompts_skipped": prompts_skipped,
             "candidates": sum(p["candidates"] for p in processes), "nfe": sum(p["nfe"] for p in processes),
             "seconds": round(wall, 3), "candidates_per_second": rate(sum(p["candidates"] for p in processes)),
             "nfe_per_second": rate(sum(p["nfe"] for p in processes)),
@@ -204,13 +205,14 @@ def describe(throughput):
     t = throughput
     if not t["prompts_run"]:
         return f"throughput: nothing to run ({t['prompts_skipped']} prompts already done)"
-    gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+    gib = lambda b: f"{b / 2**30:.2f} GiB"
     vram = f", peak VRAM {gib(t['peak_vram_bytes'])}" if t["peak_vram_bytes"] is not None else ""
     skipped = f" ({t['prompts_skipped']} done before)" if t["prompts_skipped"] else ""
     return (f"throughput: {t['prompts_run']} prompts{skipped} in {t['seconds']:.1f} s on {t['num_processes']} "
             f"process{'es' if t['num_processes'] > 1 else ''}: {t['candidates_per_second']:.2f} candidates/s, "
             f"{t['nfe_per_second']:.1f} NFE/s, {t['seconds_per_prompt']:.2f} s/prompt, peak memory "
-            f"{gib(t['peak_memory_bytes'])}{vram}; all {t['num_prompts']} prompts: {_duration(t['projected_seconds'])}")
+            f"{gib(t['peak_memory_bytes'])}{vram}; all {t['num_prompts']} prompts: "
+            f"{_duration(t['projected_seconds'])}")
 
 
 def _duration(seconds):

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from noisekit.runs import (ProcessGroup, RunFolder, combine, describe, process_group, settings_digest, shard)
+from noisekit.runs import ProcessGroup, RunFolder, combine, describe, process_group, settings_digest, shard
 
 
 def test_shards_cover_the_pending_prompts_once():
     groups = [ProcessGroup(index=i, count=3) for i in range(3)]
     parts = [shard(range(10), g) for g in groups]
     assert parts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
-    assert sorted(sum(parts, [])) == list(range(10))
+    assert sorted(i for part in parts for i in part) == list(range(10))
 
 
 def test_one_process_outside_a_launcher(monkeypatch):
@@ -43,7 +43,7 @@ def test_run_folder_marks_prompts_done_and_merges_them_in_order(tmp_path):
     folder.save(0, {"prompts": [{"prompt_index": 0}], "candidates": [{"seed": 0}]})
     assert folder.pending() == [1]
     partial = folder.merge(settings={"steps": 2})
-    assert list(partial) == ["settings", "prompts", "candidates", "run"]
+    assert list(partial)[:4] == ["settings", "prompts", "candidates", "run"]
     assert [c["seed"] for c in partial["candidates"]] == [0, 20, 21]
     assert partial["run"]["prompts_done"] == 2 and not partial["run"]["complete"]
     folder.save(1, {"prompts": [{"prompt_index": 1}], "candidates": [{"seed": 10}]})
@@ -72,7 +72,8 @@ def test_throughput_of_several_processes():
     assert t["nfe_per_second"] == 40.0 and t["seconds_per_prompt"] == 2.0 and t["projected_seconds"] == 100.0
     assert t["peak_memory_bytes"] == 2**31 and t["peak_vram_bytes"] is None and t["num_processes"] == 2
     line = describe(t)
-    assert "\n" not in line and "2.00 candidates/s" in line and "all 50 prompts: 100 s" in line and "(5 done before)" in line
+    assert "\n" not in line and "2.00 candidates/s" in line and "(5 done before)" in line
+    assert "all 50 prompts: 100 s" in line
 
 
 # -- real runs across processes (shapes world, CPU) --------------------------------------------------------------
@@ -92,6 +93,10 @@ def env():
 def noisekit(prompt_file, output_dir, *extra):
     return [sys.executable, "-m", "noisekit", *ARGS, "--prompt_file", str(prompt_file), "--output_dir",
             str(output_dir), *extra]
+
+
+def call(argv):
+    return subprocess.run(argv, env=env(), timeout=600, check=False, capture_output=True, text=True)
 
 
 def free_port():
@@ -122,8 +127,7 @@ def test_two_processes_merge_to_the_one_process_results(one_process_run):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", str(free_port()), "-m", "noisekit"]
-    run = subprocess.run(launch + noisekit(folder / "prompts.txt", folder / "two")[3:], env=env(), timeout=600,
-                         capture_output=True, text=True)
+    run = call(launch + noisekit(folder / "prompts.txt", folder / "two")[3:])
     assert run.returncode == 0, run.stderr[-2000:]
     assert "on 2 processes" in run.stdout
     assert content(folder / "two") == content(folder / "one")
@@ -152,13 +156,11 @@ def test_a_run_killed_midway_resumes_to_the_same_results(one_process_run):
     assert 2 <= finished < len(PROMPTS)
     partial = json.loads((out / "results.json").read_text())  # the finished prompts, merged as they finished
     assert not partial["run"]["complete"] and len(partial["prompts"]) >= 1
-    resumed = subprocess.run(noisekit(folder / "prompts.txt", out), env=env(), timeout=600, capture_output=True,
-                             text=True)
+    resumed = call(noisekit(folder / "prompts.txt", out))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     throughput = json.loads((out / "results.json").read_text())["run"]["throughput"]
     assert throughput["prompts_skipped"] == finished and throughput["prompts_run"] == len(PROMPTS) - finished
     assert content(out) == content(folder / "one")
     # another command into the same folder: one line, exit 2
-    other = subprocess.run(noisekit(folder / "prompts.txt", out, "--seed", "7"), env=env(), timeout=600,
-                           capture_output=True, text=True)
+    other = call(noisekit(folder / "prompts.txt", out, "--seed", "7"))
     assert other.returncode == 2 and other.stderr.count("\n") == 1 and "(seed)" in other.stderr
