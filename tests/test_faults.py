@@ -106,7 +106,7 @@ def test_huge_budget_is_one_line_not_memory_error(model_dir, capsys, tmp_path):
                           "--output_dir", str(tmp_path / "out"), "--quiet"], capsys, f"at most {MAX_CANDIDATES}")
     assert "`budget` 1000000000000" in err
     one_line_error(["search", PROMPT, "--model", model_dir, "--steps", "2", "--num_candidates", str(10**11),
-                    "--output_dir", str(tmp_path / "out"), "--quiet"], capsys, f"at most {MAX_CANDIDATES}")
+                    "--output_dir", str(tmp_path / "out2"), "--quiet"], capsys, f"at most {MAX_CANDIDATES}")
 
 
 # --- NPNet files that are not NPNets -----------------------------------------------------------------------------
@@ -284,3 +284,89 @@ def test_npnet_training_resumed_after_a_kill_ends_with_the_same_weights(tmp_path
     whole = load_file(tmp_path / "whole" / "npnet" / "diffusion_pytorch_model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "npnet" / "diffusion_pytorch_model.safetensors")
     assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+# --- the command line: flags, folders, devices, memory -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--guidance_scale", "nan"], "--guidance_scale must be a finite number >= 0, got nan"),
+    (["--batch_size", "0"], "--batch_size must be a positive integer, got 0"),
+    (["--height", "0"], "--height must be a positive integer, got 0"),
+    (["--height", "-16"], "--height must be a positive integer, got -16"),
+    (["--width", "-16"], "--width must be a positive integer, got -16"),
+], ids=["guidance-nan", "batch-0", "height-0", "height-negative", "width-negative"])
+@pytest.mark.parametrize("command", ["generate", "search"])
+def test_bad_sampling_flags_are_one_line(model_dir, tmp_path, capsys, command, flags, message):
+    extra = ["--num_images", "1"] if command == "generate" else ["--num_candidates", "1"]
+    one_line_error([command, PROMPT, "--model", model_dir, "--steps", "2", *extra, *flags, "--output_dir",
+                    str(tmp_path / "out"), "--quiet"], capsys, message)
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("which,message", [(0, "is a file; give a folder"), (1, "cannot create output folder"),
+                                           (2, "is not writable")], ids=["file", "under-a-file", "read-only"])
+@pytest.mark.parametrize("command", ["generate", "search"])
+def test_unwritable_output_folder_fails_before_sampling(model_dir, tmp_path, capsys, monkeypatch, command, which,
+                                                        message):
+    from noisekit.core import sampler
+
+    folder = unwritable_folders(tmp_path)[which]
+    if folder is None:
+        pytest.skip("running as root, who can write into a read-only folder")
+    monkeypatch.setattr(sampler.Sampler, "__init__", lambda *a, **k: pytest.fail("sampled before the check"))
+    extra = ["--num_images", "1"] if command == "generate" else ["--num_candidates", "1"]
+    one_line_error([command, PROMPT, "--model", model_dir, "--steps", "2", *extra, "--output_dir", str(folder),
+                    "--quiet"], capsys, message)
+
+
+@pytest.mark.parametrize("which,message", [(0, "cannot be written"), (1, "cannot be written"),
+                                           (2, "cannot be written")], ids=["file", "under-a-file", "read-only"])
+def test_library_build_into_a_file_or_read_only_folder_is_one_line(model_dir, tmp_path, capsys, which, message):
+    folder = unwritable_folders(tmp_path)[which]
+    if folder is None:
+        pytest.skip("running as root, who can write into a read-only folder")
+    one_line_error(["library", "build", "--model", model_dir, "--clip", "none", "--num_seeds", "4", "--steps", "2",
+                    "--output", str(folder), "--quiet"], capsys, message)
+
+
+def test_cuda_without_a_gpu_is_one_line(model_dir, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    one_line_error(["generate", PROMPT, "--model", model_dir, "--device", "cuda", "--output_dir", str(tmp_path),
+                    "--quiet"], capsys, "needs a CUDA GPU")
+
+
+def test_a_size_too_large_for_memory_is_one_line(model_dir, tmp_path, capsys):
+    # 4 x 500,000 x 500,000 float32 latents: 4 TB, refused by torch's allocator (a RuntimeError, not MemoryError)
+    one_line_error(["generate", PROMPT, "--model", model_dir, "--height", "1000000", "--width", "1000000", "--steps",
+                    "2", "--num_images", "1", "--output_dir", str(tmp_path / "out"), "--quiet"], capsys,
+                   "out of memory (torch tried to allocate")
+
+
+def test_an_empty_prompt_is_an_unconditional_image(model_dir, tmp_path, capsys):
+    assert main(["generate", "", "--model", model_dir, "--steps", "2", "--num_images", "1", "--output_dir",
+                 str(tmp_path), "--quiet"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["images"][0]["prompt"] == ""
+
+
+def test_ctrl_c_during_a_search_keeps_the_finished_prompts(model_dir, tmp_path, capsys, monkeypatch):
+    from noisekit import plan
+
+    search_prompt, calls = plan.search_prompt, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return search_prompt(*args, **kwargs)
+
+    monkeypatch.setattr(plan, "search_prompt", interrupted)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\na green cross\n")
+    out = tmp_path / "out"
+    assert main(["search", "--prompt_file", str(prompts), "--model", model_dir, "--num_candidates", "2", "--steps",
+                 "2", "--output_dir", str(out), "--quiet"]) == 130
+    results = json.loads((out / "results.json").read_text())
+    assert [p["prompt_index"] for p in results["prompts"]] == [0] and len(results["candidates"]) == 2
+    assert all((out / r["file"]).is_file() and r["recipe"] for r in results["candidates"])

@@ -46,7 +46,25 @@ def main(argv=None):
         print(f"noisekit {args.command}: error: out of memory; use a smaller --batch_size, size or budget.",
               file=sys.stderr)
         return 2
+    except RuntimeError as error:  # torch's CPU and CUDA allocators raise RuntimeError, not MemoryError
+        if not _out_of_memory(error):
+            raise
+        print(f"noisekit {args.command}: error: out of memory{_allocation(error)}; use a smaller --batch_size, "
+              "size or budget.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"noisekit {args.command}: interrupted.", file=sys.stderr)
         return 130
     return status if isinstance(status, int) else 0
+
+
+def _out_of_memory(error):
+    text = str(error)
+    return "DefaultCPUAllocator" in text or "out of memory" in text.lower() or "not enough memory" in text.lower()
+
+
+def _allocation(error):
+    import re
+
+    match = re.search(r"tried to allocate ([\d.]+ ?\w+)", str(error), re.IGNORECASE)
+    return f" (torch tried to allocate {match.group(1)})" if match else ""
