@@ -3,6 +3,8 @@
     python benchmarks/bench_search.py --num_candidates 32 --output benchmarks/results/bench_search.json
     python benchmarks/bench_search.py --noise_aware_path runs/naj/noise-aware --output runs/bench_search/na.json
     python benchmarks/bench_search.py --tiny --output /tmp/bench_search_tiny.json   # random weights, seconds
+    python benchmarks/bench_search.py --num_candidates 32 --table runs/shapes_table.safetensors \
+        --save_schedule assets/shapes-judge-noise-aware     # re-calibrate the shipped schedule
 
 Prompts are the shapes world's held-out captions (`heldout_scenes`, never used in training); the first half of
 them calibrates (grid search of pruning schedules), the second half reports. Steps:
@@ -43,8 +45,9 @@ import time
 import torch
 
 from noisekit.search.budget import PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
-from noisekit.search.calibrate import (TrajectoryTable, bon_equivalent, evaluate, expected_best_of_n, grid_search,
-                                kendall_tau, omega, record_table, schedule_grid, simulate)
+from noisekit.search.calibrate import (TrajectoryTable, bon_equivalent, calibrate_schedule, evaluate,
+                                       expected_best_of_n, grid_search, kendall_tau, omega, record_table,
+                                       save_schedule, schedule_grid, simulate)
 from noisekit.rewards import ignore_sigma, load_reward
 from noisekit.core.sampler import Sampler
 from noisekit.search.strategies import best_of_n, search
@@ -89,6 +92,9 @@ def parse_args(input_args=None):
     parser.add_argument("--online_budget", type=int, default=None, help="default: the grid's largest budget")
     parser.add_argument("--table", default=None,
                         help="trajectory table file: loaded when it exists (same prompts, seeds), else written")
+    parser.add_argument("--save_schedule", default=None,
+                        help="calibrate the noise-aware judge's schedule on the calibration half "
+                             "(`calibrate_schedule`, sigma units) and write it to this folder's schedule.json")
     parser.add_argument("--device", default=None)
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--plot", default=None, help="PNG of reward vs budget and tau vs step (default: "
@@ -326,6 +332,24 @@ def arm_report(table, schedule, cost, budgets, unit, bon_means, args, timing):
     return rewards, report
 
 
+def save_calibrated(args, table, calibration_rows, cost, budgets, models):
+    """`calibrate_schedule` on the calibration half (noise-aware previews when recorded, else base) over the
+    budget grid; written as `schedule.json` into `--save_schedule`."""
+    kind = NOISE_AWARE if NOISE_AWARE in table.scores else BASE
+    calibration = view(table, kind).split(calibration_rows)
+    schedule, report = calibrate_schedule(calibration, budgets=budgets, cost=cost, iterations=args.grid_iterations,
+                                          refine_iterations=args.iterations, seed=args.seed)
+    record = {"model": models["model"], "preview_reward": kind, "num_steps": table.num_steps,
+              "table": f"{len(calibration_rows)} calibration prompts x {len(table.seeds)} seeds",
+              "budgets": budgets, "schedule_steps": report["schedule_steps"],
+              "objective": report["objective"], "default_objective": report.get("default_objective"),
+              "best_of_n_objective": report["best_of_n_objective"],
+              "sigmas": [s if math.isfinite(s) else None for s in table.sigmas]}
+    path = save_schedule(args.save_schedule, schedule, calibration=record)
+    log(args, f"calibrated schedule {report['schedule_steps']} written to {path}")
+    return {"path": path, "schedule": schedule.to_dict(), **record}
+
+
 def taus(table, kind):
     scores = table.scores[kind]
     final = scores[:, :, -1]
@@ -547,7 +571,9 @@ def main(args):
         arms[f"ttsnap/{kind}/default"] = (kind, default)
         arms[f"ttsnap/{kind}/tuned"] = (kind, tuned)
 
-    offline = {"budgets": budgets, "candidate_cost": unit, "arms": {}, "grid_search": grids,
+    shipped = save_calibrated(args, table, calibration_rows, cost, budgets, models) if args.save_schedule else None
+
+    offline = {"budgets": budgets, "candidate_cost": unit, "arms": {}, "grid_search": grids, "shipped": shipped,
                "kendall_tau": {kind: taus(table.split(heldout_rows), kind) for kind in kinds},
                "kendall_tau_all_prompts": {kind: taus(table, kind) for kind in kinds},
                "sigmas": table.sigmas}
