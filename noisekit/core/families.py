@@ -31,6 +31,11 @@ class UNetAdapter:
 
     def check(self):
         """Raise one line when this pipeline cannot be sampled by noisekit."""
+        scheduler = self.pipe.scheduler
+        if type(scheduler).__name__.startswith("EDM"):
+            raise ValueError(f"EDM-scheduled UNets (Playground v2.5, {type(scheduler).__name__}) are not supported "
+                             "yet: their previews and library posteriors need EDM's preconditioning (sigma_data), "
+                             "which noisekit does not model.")
 
     @property
     def guidance_embedded(self):
