@@ -216,9 +216,9 @@ class FluxAdapter(FlowAdapter):
         latents = latents.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
         return latents.reshape(b, d // 4, h, w)
 
-    @property
-    def _latent_hw(self):
-        return self.__dict__.setdefault("_hw", {})
+    def __init__(self, pipe):
+        super().__init__(pipe)
+        self._latent_hw = {}  # packed token count -> latent (h, w), learnt from set_timesteps and pack
 
     def set_timesteps(self, scheduler, num_inference_steps, device, shape):
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
