@@ -12,7 +12,7 @@ import torch
 from noisekit import Sampler
 from noisekit.cli import main
 from noisekit.rewards.combine import rank_sum, top_positions
-from noisekit.search.strategies import MAX_CANDIDATES, best_of_n, search
+from noisekit.search.strategies import best_of_n, search
 
 PROMPT = "a red circle on a black background"
 
@@ -102,6 +102,8 @@ def test_a_run_where_every_candidate_fails_says_so(sd1_pipe):
 
 
 def test_huge_budget_is_one_line_not_memory_error(model_dir, capsys, tmp_path):
+    from noisekit.search.strategies import MAX_CANDIDATES
+
     err = one_line_error(["search", PROMPT, "--model", model_dir, "--steps", "2", "--budget_nfe", str(10**12),
                           "--output_dir", str(tmp_path / "out"), "--quiet"], capsys, f"at most {MAX_CANDIDATES}")
     assert "`budget` 1000000000000" in err
@@ -187,6 +189,18 @@ def test_replay_refuses_a_seed_that_disagrees_with_its_recipe(generated, tmp_pat
         results.pop("settings_digest", None)  # a file from before digests: the recipe still disagrees
         results["images"][0]["seed"] += 1
     one_line_error(["replay", edited_copy(generated, tmp_path, edit), "--quiet"], capsys, "but its recipe seed")
+
+
+@pytest.mark.parametrize("name", ["../../x.png", "/tmp/x.png", "sub/x.png"])
+def test_replay_refuses_file_names_outside_its_folder(generated, tmp_path, capsys, name):
+    path = edited_copy(generated, tmp_path, lambda r: r["images"][0].update(file=name))
+    one_line_error(["replay", path, "--quiet"], capsys, "a file name must be a plain *.png name")
+    assert not (tmp_path / "x.png").exists() and not os.path.exists("/tmp/x.png")
+
+
+def test_replay_never_writes_into_the_results_own_folder(generated, capsys):
+    one_line_error(["replay", str(generated / "results.json"), "--output_dir", str(generated), "--quiet"], capsys,
+                   "is the results' own folder")
 
 
 @pytest.mark.parametrize("edit,message", [
