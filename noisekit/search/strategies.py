@@ -284,7 +284,8 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
                              f"{len(candidates)}.")
         candidates = candidates.select(range(num_candidates))
     if set(candidates.prompt_index) != {prompt_index}:
-        raise ValueError(f"`candidates` must all belong to prompt {prompt_index}, got {sorted(set(candidates.prompt_index))}.")
+        raise ValueError(f"`candidates` must all belong to prompt {prompt_index}, got "
+                         f"{sorted(set(candidates.prompt_index))}.")
     prompt = sampler.prompts[prompt_index]
     nfe_before = sampler.nfe
     reward_calls = 0
