@@ -384,3 +384,14 @@ def test_ctrl_c_during_a_search_keeps_the_finished_prompts(model_dir, tmp_path, 
     results = json.loads((out / "results.json").read_text())
     assert [p["prompt_index"] for p in results["prompts"]] == [0] and len(results["candidates"]) == 2
     assert all((out / r["file"]).is_file() and r["recipe"] for r in results["candidates"])
+
+
+def test_search_denoises_in_micro_batches_by_default_and_records_their_size(sd1_pipe):
+    from noisekit.core.candidates import from_seeds
+    from noisekit.search.strategies import MICRO_BATCH, Flight
+
+    sampler = Sampler(sd1_pipe, [PROMPT], num_inference_steps=2, guidance_scale=1.0)
+    flight = Flight(sampler, from_seeds(sampler.shape, range(MICRO_BATCH + 3)))
+    assert [len(chunk) for chunk in flight.chunks] == [MICRO_BATCH, 3]  # not one batch of every candidate
+    result = search(sampler, 0, ScriptedReward([0.1, 0.2]), num_candidates=2, schedule=())
+    assert result.micro_batch_size == MICRO_BATCH and result.summary()["micro_batch_size"] == MICRO_BATCH

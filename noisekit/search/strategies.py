@@ -31,6 +31,9 @@ MAX_CANDIDATES = 16384
 # Images decoded at once: the VAE's activations for a whole search's candidates would set the peak memory (about
 # 3 MB per shapes-world candidate); in pieces the peak no longer grows with the candidate count.
 DECODE_BATCH = 8
+# Candidates per denoiser batch unless one is given: the activations of one batch of every candidate (x2 under CFG)
+# grew the peak memory by about 1.3 MB per shapes-world candidate; 32 keeps it flat and a GPU busy.
+MICRO_BATCH = 32
 
 
 @dataclass
@@ -167,15 +170,15 @@ def _score(rewards, images, prompt, sigma=None):
 class Flight:
     """Candidates in flight as micro-batches of `Trajectories`; positions index the live candidates in order.
 
-    The micro-batches are fixed when the flight starts (consecutive runs of `micro_batch_size` candidates) and
-    shrink as candidates are pruned; a replay that starts the same candidates with the same micro-batch size and
+    The micro-batches are fixed when the flight starts (consecutive runs of `micro_batch_size` candidates,
+    `MICRO_BATCH` by default) and shrink as candidates are pruned; a replay that starts the same candidates with the same micro-batch size and
     prunes the same positions runs the very same batches, so it reproduces the survivors exactly."""
 
     def __init__(self, sampler, candidates, micro_batch_size=None):
-        size = micro_batch_size or len(candidates)
+        size = micro_batch_size or MICRO_BATCH
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"`micro_batch_size` must be a positive integer, got {micro_batch_size!r}.")
-        self.sampler = sampler
+        self.sampler, self.size = sampler, size
         self.chunks = [sampler.start_candidates(candidates, range(i, min(i + size, len(candidates))))
                        for i in range(0, len(candidates), size)]
 
@@ -246,7 +249,7 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
             defaults to the clean rewards on previews (`ignore_sigma`), TTSnap's un-tuned baseline.
         reward_cost (`int`): NFE-equivalents charged per reward call (see `noisekit.search.budget`).
         formula (`str`): how a `budget` becomes N0: `"exact"` (never overspends), `"expected"` or `"official"`.
-        micro_batch_size (`int`, *optional*): candidates per denoiser batch.
+        micro_batch_size (`int`, *optional*): candidates per denoiser batch (default `MICRO_BATCH`, 32).
         output_type (`str`): how survivors' final images are returned besides PIL (`best.output`).
     Returns:
         `SearchResult`; its `cost` is the realised integer cost, never above `budget` with `formula="exact"`.
@@ -344,7 +347,7 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
     nfe = sampler.nfe - nfe_before + candidates.nfe
     return SearchResult(strategy or ("ttsnap" if steps else "best_of_n"), prompt_index, prompt, records, best,
                         nfe, reward_calls, cost.total(nfe, reward_calls), budget, tuple(steps), tuple(counts),
-                        micro_batch_size)
+                        flight.size)  # the size it ran with, so a replay runs the same batches
 
 
 def ttsnap(sampler, prompt_index, rewards, **kwargs):
