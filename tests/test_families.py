@@ -173,6 +173,10 @@ def test_flow_families_refuse_zero_snr_npnet_and_library_in_one_line(name, tmp_p
     sampler = Sampler(pipe, [PROMPT], num_inference_steps=STEPS, height=32, width=32)
     with pytest.raises(ValueError, match=r"^golden noise \(NPNet\) is not available for [^\n]+$"):
         golden_stage(sampler, from_seeds(sampler.shape, [0]), npnet=None)
+    from noisekit.transforms.npnet import check_fit
+
+    with pytest.raises(ValueError, match=r"^golden noise \(NPNet\) is not available for [^\n]+$"):
+        check_fit(None, pipe, 32, 32)  # the CLI's --npnet check, before any net is compared
     with pytest.raises(ValueError, match=r"^a noise library stores DDIM posteriors of a UNet; [^\n]+$"):
         build_library(pipe, str(tmp_path / "lib"), num_seeds=2, height=32, width=32)
 

@@ -32,7 +32,7 @@ from ..core.families import adapter_for
 from ..core.recipe import register_transform
 from ..core.sampler import Sampler
 from ..core.weights import module_hash
-from .npnet import check_fit
+from .npnet import check_fit, flow_refusal
 
 
 def _pool(x, block_height, block_width):
@@ -124,9 +124,7 @@ def golden_stage(sampler, candidates, npnet, *, resize=False):
     adapter = sampler.adapter
     if adapter.flow:
         # NPNet reads CLIP sequence embeddings and 4-channel VP noise; no net exists for T5/MMDiT conditioning.
-        raise ValueError(f"golden noise (NPNet) is not available for {type(sampler.pipe).__name__}: NPNet is trained "
-                         "on UNet pipelines' CLIP prompt embeddings and 4-channel latents, and no NPNet exists for "
-                         "flow-matching transformers.")
+        raise ValueError(flow_refusal(sampler.pipe))
     check_fit(npnet, sampler.pipe, sampler.height, sampler.width, resize)
     embeds = sampler.conditioning.cond[list(candidates.prompt_index)]
     golden = _golden_rows(npnet, candidates.noise, embeds, candidates.seeds)

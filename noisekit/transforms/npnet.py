@@ -23,6 +23,7 @@ from diffusers.models.normalization import AdaGroupNorm
 from safetensors.torch import load_file
 from torch import nn
 
+from ..core.families import adapter_for
 from ..core.noise import latent_shape
 
 OFFICIAL_SWIN = "swin_tiny_patch4_window7_224"
@@ -262,9 +263,16 @@ def pipeline_text_shape(pipe):
     return tokenizer.model_max_length, sum(encoder.config.hidden_size for encoder in encoders)
 
 
+def flow_refusal(pipe):
+    return (f"golden noise (NPNet) is not available for {type(pipe).__name__}: NPNet is trained on UNet pipelines' "
+            "CLIP prompt embeddings and 4-channel latents, and no NPNet exists for flow-matching transformers.")
+
+
 def check_fit(npnet, pipe, height=None, width=None, resize=False):
     """Raise a ValueError unless `npnet` fits `pipe`: same prompt tokens and text width, 4-channel latents, and,
     unless `resize`, latents at `height` x `width` (the pipeline's default size when `None`) of the trained size."""
+    if adapter_for(pipe).flow:
+        raise ValueError(flow_refusal(pipe))
     tokens, text_width = pipeline_text_shape(pipe)
     config = npnet.config
     if (tokens, text_width) != (config.max_text_tokens, config.text_embed_dim):
