@@ -145,5 +145,13 @@ def test_search_prunes_with_the_shipped_noise_aware_judge(tmp_path):
                  "shapes-judge-noise-aware", "--num_candidates", "10", "--output_dir", str(out), "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["preview_rewards"] == "shapes-judge-noise-aware"
-    assert results["prompts"][0]["counts"] == [10, 4, 2, 1]  # the paper's default keep ratios
+    # the calibration shipped beside the judge ([8, 13] x [0.4, 0.4] in sigma units) is the default
+    assert results["prompts"][0]["pruning_steps"] == [8, 13] and results["prompts"][0]["counts"] == [10, 4, 2]
+    assert results["settings"]["schedule"]["unit"] == "sigma"
     assert sum(c["best"] for c in results["candidates"]) == 1
+    paper = tmp_path / "paper"
+    assert main(["search", "a red circle on a black background", "--strategy", "ttsnap", "--preview_reward",
+                 "shapes-judge-noise-aware", "--schedule_name", "paper", "--num_candidates", "5", "--steps", "10",
+                 "--output_dir", str(paper), "--quiet"]) == 0
+    summary = json.loads((paper / "results.json").read_text())["prompts"][0]
+    assert summary["counts"] == [5, 2, 1, 1]  # the paper's default keep ratios

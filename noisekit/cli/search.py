@@ -34,6 +34,9 @@ def register(commands):
     parser.add_argument("--schedule", default=None, help="TTSnap pruning points, e.g. 2,6,11 (default: the paper's)")
     parser.add_argument("--keep", default=None, help="TTSnap keep ratios, e.g. 0.4,0.4,0.5")
     parser.add_argument("--schedule_unit", default="step", choices=["step", "sigma"])
+    parser.add_argument("--schedule_name", default="calibrated", choices=["calibrated", "paper"],
+                        help="without --schedule: the schedule calibrated for the preview reward where one ships "
+                             "beside it (calibrated), else TTSnap's default (paper)")
     parser.add_argument("--cost_formula", default="exact", choices=["exact", "expected", "official"],
                         help="how --budget_nfe becomes N0; only exact never overspends")
     parser.add_argument("--json", action="store_true", help="print the per-prompt summary as JSON")
@@ -72,11 +75,23 @@ def load_rewards(args, device):
     return rewards, preview_rewards
 
 
+def shipped_schedule_of(args):
+    """The calibrated schedule shipped beside a lone preview reward (`schedule.json` in its folder), unless
+    `--schedule_name paper` asks for TTSnap's default."""
+    from ..search.calibrate import schedule_for_reward
+
+    if args.schedule_name != "calibrated" or not args.preview_reward or "," in args.preview_reward:
+        return None
+    name = args.preview_reward.strip()
+    paths = dict(item.partition("=")[::2] for item in args.reward_path)
+    return schedule_for_reward(name, path=paths.get(name))
+
+
 def schedule_of(args, num_rewards, num_steps):
     from ..search.budget import PruningSchedule, default_schedule
 
     if args.schedule is None and args.keep is None:
-        return default_schedule(num_rewards, num_steps)
+        return shipped_schedule_of(args) or default_schedule(num_rewards, num_steps)
     if args.schedule is None or args.keep is None:
         raise UserError("give --schedule and --keep together (or neither, for the paper's default).")
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 REFERENCE_STEPS = 20  # the step count TTSnap's default schedules were tuned for
 UNITS = ("step", "sigma")
 FORMULAS = ("exact", "expected", "official")
+SIGMA_RTOL = 1e-5
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class PruningSchedule:
                 raise ValueError(f"sigma pruning points need the noise level of each of the {num_steps} steps.")
             points = []
             for sigma in self.points:
-                below = [i for i, level in enumerate(sigmas) if level <= sigma]
+                # a relative tolerance: a sigma recorded in float64 must find its own step when read back in float32
+                below = [i for i, level in enumerate(sigmas) if level <= sigma * (1 + SIGMA_RTOL)]
                 if not below:
                     raise ValueError(f"no step of this schedule reaches sigma {sigma} (lowest sigma "
                                      f"{min(sigmas):.4g}).")
