@@ -11,17 +11,15 @@ canonical `(B, C, h, w)` latents; `pack`/`unpack` convert to the denoiser's layo
 
 import torch
 
+from .adapter import AdapterBase
 from .conditioning import Conditioning
 from .x0 import predict_x0
 
 
-class UNetAdapter:
+class UNetAdapter(AdapterBase):
     """SD 1.x/2.x: a `UNet2DConditionModel` conditioned on one text encoder's sequence embedding."""
 
     family = "sd"
-
-    def __init__(self, pipe):
-        self.pipe = pipe
 
     @classmethod
     def matches(cls, pipe):
@@ -71,26 +69,7 @@ class UNetAdapter:
         alpha_bar = scheduler.alphas_cumprod[int(timestep)].double()
         return float(((1 - alpha_bar) / alpha_bar).sqrt())
 
-    @property
-    def denoiser(self):
-        return self.pipe.unet
-
-    @property
-    def device(self):
-        return self.pipe._execution_device
-
-    @property
-    def dtype(self):
-        return self.denoiser.dtype
-
-    def text_encoders(self):
-        names = ("text_encoder", "text_encoder_2")
-        return [e for e in (getattr(self.pipe, n, None) for n in names) if e is not None]
-
     # shapes -------------------------------------------------------------------------------------------------
-    @property
-    def vae_scale_factor(self):
-        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
 
     @property
     def latent_channels(self):

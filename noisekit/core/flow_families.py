@@ -15,45 +15,26 @@ prompt embeddings' dtype, then packs); in bfloat16/float16 it draws in that dtyp
 import numpy as np
 import torch
 
+from .adapter import AdapterBase
 from .conditioning import Conditioning
 from .x0 import flow_x0
 
 
-class FlowAdapter:
+class FlowAdapter(AdapterBase):
     """What SD3 and FLUX share: a transformer predicting flow velocity, a VAE with `shift_factor`."""
 
     family = "flow"
+    denoiser_name = "transformer"
+    text_encoder_names = ("text_encoder", "text_encoder_2", "text_encoder_3")
     flow = True
     guidance_embedded = False
-
-    def __init__(self, pipe):
-        self.pipe = pipe
 
     def check(self):
         if not hasattr(self.pipe.scheduler, "sigmas") or hasattr(self.pipe.scheduler, "alphas_cumprod"):
             raise ValueError(f"{type(self.pipe).__name__} needs a flow-matching scheduler (sigmas from 1 to 0), got "
                              f"{type(self.pipe.scheduler).__name__}.")
 
-    @property
-    def denoiser(self):
-        return self.pipe.transformer
-
-    @property
-    def device(self):
-        return self.pipe._execution_device
-
-    @property
-    def dtype(self):
-        return self.denoiser.dtype
-
-    def text_encoders(self):
-        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
-        return [e for e in (getattr(self.pipe, n, None) for n in names) if e is not None]
-
     # shapes -------------------------------------------------------------------------------------------------
-    @property
-    def vae_scale_factor(self):
-        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
 
     multiple = 1  # latent sizes must be multiples of this (the transformer's patch)
 

@@ -3,7 +3,7 @@
 Every candidate is a `Candidate` record keyed by its seed: its noise recipe, the scores of each stage it reached,
 its final (clean) scores if it survived, and what it cost. Rewards are callables
 `reward(images, prompts, sigma=None) -> (B,)` (`noisekit.rewards`); several rewards are combined by the sum of
-their per-prompt ranks, never raw sums. Costs are exact integers (see `noisekit.budget`).
+their per-prompt ranks, never raw sums. Costs are exact integers (see `noisekit.search.budget`).
 
 A reward that returns NaN or +/-inf for a candidate has failed on it: the candidate ranks below every other at
 that stage, is never chosen, and its record says why (`failed`); a stage at which every candidate fails raises.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .budget import CostModel, PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
-from ..core.candidates import from_seeds
+from ..core.candidates import from_seeds, seed_list
 from ..rewards.base import NoiseAwareReward, ignore_sigma
 from ..rewards.combine import finite_mask, rank_sum, top_positions
 
@@ -128,15 +128,6 @@ def check_candidate_count(count, *, source="`num_candidates`"):
         raise ValueError(f"{source} asks for {count} candidates per prompt; a search holds at most {MAX_CANDIDATES} "
                          "(every candidate's noise and image are kept at once). Give a smaller budget or number.")
     return count
-
-
-def _seeds(seeds, count):
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        return list(range(seeds, seeds + count))
-    seeds = list(seeds)
-    if len(seeds) < count:
-        raise ValueError(f"`seeds` must hold at least the {count} candidates to run, got {len(seeds)}.")
-    return seeds[:count]
 
 
 def _failures(scores, where):
@@ -280,7 +271,7 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
         num_candidates = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep,
                                     reward_cost=reward_cost, formula=formula, stage_nfe=stage_nfe)
     if candidates is None:
-        candidates = from_seeds(sampler.shape, _seeds(seeds, num_candidates), prompt_index)
+        candidates = from_seeds(sampler.shape, seed_list(seeds, num_candidates), prompt_index)
     elif num_candidates is not None:
         if len(candidates) < num_candidates:
             raise ValueError(f"`candidates` must hold at least the {num_candidates} candidates to run, got "
@@ -373,7 +364,7 @@ def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, b
         raise ValueError(f"give exactly one of `num_candidates` and `budget`, got {num_candidates!r} and {budget!r}.")
     count = check_candidate_count(num_candidates) if budget is None else plan_best_of_n(budget, cost)
     count = check_candidate_count(count, source=f"`budget` {budget}")
-    seeds = _seeds(seeds, count)
+    seeds = seed_list(seeds, count)
     old = {c.seed: c for c in previous.candidates} if previous is not None else {}
     if previous is not None and previous.prompt_index != prompt_index:
         raise ValueError(f"`previous` searched prompt {previous.prompt_index}, not `prompt_index` {prompt_index}.")
