@@ -1,4 +1,9 @@
-"""What every family adapter shares: the pipeline it serves, its denoiser, device and dtype, its text encoders."""
+"""What every family adapter shares: the pipeline it serves, its denoiser, device and dtype, its text encoders, and
+per-prompt encoding (each family says how one prompt is encoded)."""
+
+import torch
+
+from .conditioning import Conditioning
 
 
 class AdapterBase:
@@ -28,3 +33,14 @@ class AdapterBase:
     @property
     def vae_scale_factor(self):
         return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    def encode(self, prompts, negative_prompt=None, with_uncond=True, height=None, width=None):
+        """Encode each distinct prompt on its own (a prompt's embedding never depends on the others in a run)."""
+        rows = [self._encode_one(p, negative_prompt, with_uncond, height, width) for p in prompts]
+        stack = lambda parts: torch.cat(parts) if parts[0] is not None else None  # noqa: E731
+        conditioning = Conditioning(stack([r.cond for r in rows]), stack([r.uncond for r in rows]))
+        for key in rows[0].added_cond:
+            conditioning.added_cond[key] = stack([r.added_cond[key] for r in rows])
+            if with_uncond:
+                conditioning.added_uncond[key] = stack([r.added_uncond[key] for r in rows])
+        return conditioning

@@ -99,17 +99,6 @@ class UNetAdapter(AdapterBase):
         return noise.shape[-2] * self.vae_scale_factor, noise.shape[-1] * self.vae_scale_factor
 
     # conditioning and the denoiser --------------------------------------------------------------------------
-    def encode(self, prompts, negative_prompt=None, with_uncond=True, height=None, width=None):
-        """Encode each distinct prompt on its own (a prompt's embedding never depends on the others in a run)."""
-        rows = [self._encode_one(p, negative_prompt, with_uncond, height, width) for p in prompts]
-        stack = lambda parts: torch.cat(parts) if parts[0] is not None else None  # noqa: E731
-        conditioning = Conditioning(stack([r.cond for r in rows]), stack([r.uncond for r in rows]))
-        for key in rows[0].added_cond:
-            conditioning.added_cond[key] = stack([r.added_cond[key] for r in rows])
-            if with_uncond:
-                conditioning.added_uncond[key] = stack([r.added_uncond[key] for r in rows])
-        return conditioning
-
     def _encode_one(self, prompt, negative_prompt, with_uncond, height, width):
         cond, uncond = self.pipe.encode_prompt(prompt, self.device, 1, with_uncond, negative_prompt)
         return Conditioning(cond, uncond)

@@ -81,16 +81,6 @@ class FlowAdapter(AdapterBase):
         """The scheduler timestep of noise level `sigma` (what `denoise` takes)."""
         return torch.tensor(float(sigma) * self.pipe.scheduler.config.num_train_timesteps, device=self.device)
 
-    def encode(self, prompts, negative_prompt=None, with_uncond=True, height=None, width=None):
-        rows = [self._encode_one(p, negative_prompt, with_uncond) for p in prompts]
-        stack = lambda parts: torch.cat(parts) if parts[0] is not None else None  # noqa: E731
-        conditioning = Conditioning(stack([r.cond for r in rows]), stack([r.uncond for r in rows]))
-        for key in rows[0].added_cond:
-            conditioning.added_cond[key] = stack([r.added_cond[key] for r in rows])
-            if with_uncond:
-                conditioning.added_uncond[key] = stack([r.added_uncond[key] for r in rows])
-        return conditioning
-
     # images -------------------------------------------------------------------------------------------------
     def decode(self, latents, output_type="pil"):
         """Unpacked latents `(B, C, h, w)` -> images, as the stock pipelines decode (scale, then shift)."""
@@ -136,7 +126,7 @@ class SD3Adapter(FlowAdapter):
                                            scheduler.config.get("max_shift", 1.16))
         retrieve_timesteps(scheduler, num_inference_steps, device, **kwargs)
 
-    def _encode_one(self, prompt, negative_prompt, with_uncond):
+    def _encode_one(self, prompt, negative_prompt, with_uncond, height=None, width=None):
         cond, uncond, pooled, negative_pooled = self.pipe.encode_prompt(
             prompt=prompt, prompt_2=None, prompt_3=None, device=self.device, num_images_per_prompt=1,
             do_classifier_free_guidance=with_uncond, negative_prompt=negative_prompt)
@@ -214,7 +204,7 @@ class FluxAdapter(FlowAdapter):
                              scheduler.config.get("base_shift", 0.5), scheduler.config.get("max_shift", 1.15))
         retrieve_timesteps(scheduler, num_inference_steps, device, sigmas=sigmas, mu=mu)
 
-    def _encode_one(self, prompt, negative_prompt, with_uncond):
+    def _encode_one(self, prompt, negative_prompt, with_uncond, height=None, width=None):
         cond, pooled, _ = self.pipe.encode_prompt(prompt=prompt, prompt_2=None, device=self.device,
                                                   num_images_per_prompt=1)
         uncond, negative_pooled = None, None
