@@ -5,7 +5,7 @@ The house, by stage: `core` (canonical noise, recipes, candidates, family adapte
 (NoiseQuery), `plan` (the stages composed), `shapes` (the embedded world) and `cli` (never imported by the rest).
 """
 
-from .version import __version__
+from .version import __version__  # noqa: F401  (the package's version, as `noisekit.__version__`)
 
 from .core.candidates import Candidates, from_seeds
 from .core.inspect_schedule import ScheduleReport, inspect_schedule

@@ -1,12 +1,20 @@
-"""Shared fixtures: tiny real pipelines (built once per session) and helpers to swap their schedulers."""
+"""Shared fixtures: tiny real pipelines (built once per session), tiny CLIP models saved as folders, and helpers to swap
+their schedulers."""
 
+import json
+import os
+
+import open_clip
 import pytest
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, PNDMScheduler,
                        UniPCMultistepScheduler)
 
+from safetensors.torch import save_file
+
 from noisekit.testing import tiny_sd_pipeline, tiny_sdxl_pipeline
+from noisekit.tokenizer import clip_tokenizer
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -42,3 +50,44 @@ def with_scheduler(pipe, scheduler_class, **overrides):
     new = type(pipe).from_pipe(pipe, scheduler=scheduler)
     new.set_progress_bar_config(disable=True)
     return new
+
+
+LIBRARY_CLIP = {  # a tiny open_clip model for the library's text features
+    "model_cfg": {"embed_dim": 16, "quick_gelu": True,
+                  "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}},
+    "preprocess_cfg": {"size": 16, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
+                       "resize_mode": "shortest"},
+}
+
+
+@pytest.fixture(scope="session")
+def library_clip_dir(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("tiny-clip"))
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump(LIBRARY_CLIP, f)
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              os.path.join(folder, "open_clip_model.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pickscore_dir(tmp_path_factory):
+    """A tiny transformers CLIPModel with its CLIPProcessor, saved as PickScore's folder is laid out."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    folder = str(tmp_path_factory.mktemp("pickscore"))
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                         pad_token_id=49407),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer()).save_pretrained(folder)
+    return folder

@@ -6,11 +6,10 @@ import math
 import os
 
 import numpy as np
-import open_clip
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from noisekit.library import (COLOR_COLUMNS, SHARPNESS_COLUMNS, TEXTURE_COLUMNS, NoiseLibrary, add_features,
                               build_library, clip_extractor, color_attributes, hu_moments, library_noise,
@@ -32,20 +31,8 @@ SMALL = dict(num_inference_steps=2, shard_size=4, batch_size=4)
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("tiny-clip"))
-    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
-        json.dump(TINY_CLIP, f)
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              os.path.join(folder, "open_clip_model.safetensors"))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def clip(clip_dir):
-    return clip_extractor(f"local-dir:{clip_dir}")
+def clip(library_clip_dir):
+    return clip_extractor(f"local-dir:{library_clip_dir}")
 
 
 @pytest.fixture(scope="module")
@@ -327,12 +314,12 @@ def run_cli(argv):
     args.run(args)
 
 
-def test_cli_build_query_info(tmp_path, clip_dir, capsys):
+def test_cli_build_query_info(tmp_path, library_clip_dir, capsys):
     model = str(tmp_path / "tiny-sd")
     tiny_sd_pipeline().save_pretrained(model)
     lib = str(tmp_path / "cli-lib")
     common = ["library", "build", "--model", model, "--output", lib, "--steps", "2", "--shard_size", "4",
-              "--clip", f"local-dir:{clip_dir}", "--device", "cpu", "--quiet", "--json"]
+              "--clip", f"local-dir:{library_clip_dir}", "--device", "cpu", "--quiet", "--json"]
     run_cli([*common, "--num_seeds", "6"])
     assert json.loads(capsys.readouterr().out)["entries"] == 6
     with pytest.raises(ValueError, match="already exists"):

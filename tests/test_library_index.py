@@ -1,40 +1,23 @@
 """The IVF index of a library's CLIP table: same answers as the exact scan when every list is probed, memory-mapped,
 stale after a grow, built automatically for large libraries, and byte-identical whoever built the shards."""
 
-import json
 import os
 import warnings
 
 import numpy as np
-import open_clip
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from noisekit.library import NoiseLibrary, build_index, build_library, clip_extractor
 from noisekit.library.index import IvfIndex, spans, write_index
 
-TINY_CLIP = {
-    "model_cfg": {"embed_dim": 16, "quick_gelu": True,
-                  "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
-                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}},
-    "preprocess_cfg": {"size": 16, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
-                       "resize_mode": "shortest"},
-}
 SMALL = dict(num_inference_steps=2, shard_size=4, batch_size=4)
 TEXTS = ["a red circle", "a blue square", "a green triangle"]
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("tiny-clip"))
-    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
-        json.dump(TINY_CLIP, f)
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              os.path.join(folder, "open_clip_model.safetensors"))
-    return clip_extractor(f"local-dir:{folder}")
+def clip(library_clip_dir):
+    return clip_extractor(f"local-dir:{library_clip_dir}")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from noisekit.rewards import (ImageTransform, NoiseAwareReward, RewardEnsemble, 
 from noisekit.rewards.base import CLIP_MEAN, CLIP_STD
 from noisekit.shapes.dataset import heldout_scenes
 from noisekit.shapes.scenes import draw_scene
-from noisekit.tokenizer import clip_tokenizer
 
 PROMPTS = ["a red circle", "a blue square on a white background", "two green triangles"]
 
@@ -229,25 +228,6 @@ def test_aesthetic_mlp_on_normalised_clip_features(tmp_path, clip_dir):
 
 
 # --- pickscore (transformers CLIPModel + CLIPProcessor) ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pickscore_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    folder = str(tmp_path_factory.mktemp("pickscore"))
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-                         pad_token_id=49407),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer()).save_pretrained(folder)
-    return folder
 
 
 def test_pickscore_preprocessing_matches_its_processor(pickscore_dir):

@@ -17,7 +17,6 @@ from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Norma
 from noisekit.rewards import load_reward
 from noisekit.rewards.base import CLIP_MEAN, CLIP_STD, ImageTransform
 from noisekit.rewards.combine import rank_sum, top_positions
-from noisekit.tokenizer import clip_tokenizer
 
 PROMPTS = ["a red circle", "a blue square on a white background", "two green triangles"]
 TINY_ARCH = "noisekit-tiny-ViT"  # registered as a built-in architecture, with an `openai` tag
@@ -185,25 +184,6 @@ def test_hps_ttsnap_variant_is_shortest_side_centre_crop(hps_files):
 
 
 # --- PickScore: the CLIP processor's floored centre crop ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pickscore_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    folder = str(tmp_path_factory.mktemp("pickscore"))
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-                         pad_token_id=49407),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer()).save_pretrained(folder)
-    return folder
 
 
 def test_pickscore_centre_crop_floors_an_odd_margin_like_the_processor(pickscore_dir):

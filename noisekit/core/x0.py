@@ -1,6 +1,5 @@
 """x0 (Tweedie) estimates from a denoiser's output: VP parametrisations (UNets) and flow matching."""
 
-import torch
 
 
 def predict_x0(scheduler, model_output, model_input, step_index, timestep):
