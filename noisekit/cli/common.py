@@ -203,6 +203,24 @@ def open_run(args, command, prompts, lists):
     return folder, process_group(device=args.device)
 
 
+def run_all(args, folder, group, work, settings, *, desc, load_seconds):
+    """Every prompt of this process's share through `work`, `results.json` rewritten after each one (an
+    interrupted run keeps every finished prompt), then, on the main process, the merged results with the run's
+    throughput. Returns `(results, throughput)` on the main process, `None` on the others."""
+    from tqdm.auto import tqdm
+
+    from ..results import write_json
+    from ..runs import run_prompts
+
+    path = os.path.join(folder.output_dir, "results.json")
+    write = lambda: write_json(path, folder.merge(settings=settings))  # noqa: E731
+    with tqdm(desc=desc, unit="prompt", disable=args.quiet or not group.is_main) as progress:
+        pending, _ = run_prompts(folder, group, work, on_done=write, progress=progress)
+    if not group.is_main:
+        return None
+    return finish_run(folder, group, settings, pending=pending, load_seconds=load_seconds)
+
+
 def finish_run(folder, group, settings, *, pending, load_seconds):
     """On the main process, once every process is done: `results.json` merged with the run's throughput, and
     `index.html`. Returns the results and this invocation's throughput."""

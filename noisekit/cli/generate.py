@@ -7,8 +7,8 @@
 import os
 import time
 
-from .common import (add_prompt_flags, add_sampling_flags, check_sampling_flags, finish_run, load_run, open_run,
-                     read_prompts, run_settings, sampler_settings, seeds_of)
+from .common import (add_prompt_flags, add_sampling_flags, check_sampling_flags, load_run, open_run, read_prompts,
+                     run_all, run_settings, sampler_settings, seeds_of)
 
 
 def register(commands):
@@ -21,12 +21,10 @@ def register(commands):
 
 def run(args):
     import torch
-    from tqdm.auto import tqdm
 
     from ..generate import generate_prompt, image_name
     from ..plan import run_sampler
-    from ..results import write_json
-    from ..runs import describe, run_prompts
+    from ..runs import describe
 
     began = time.perf_counter()
     prompts = read_prompts(args)
@@ -50,12 +48,10 @@ def run(args):
             rows.append({**record, "file": name})
         return {"images": rows}, len(rows), sum(r["nfe"] for r in rows)
 
-    write = lambda: write_json(path, folder.merge(settings=settings))  # noqa: E731
-    with tqdm(desc="prompts", unit="prompt", disable=args.quiet or not group.is_main) as progress:
-        pending, _ = run_prompts(folder, group, work, on_done=write, progress=progress)
-    if not group.is_main:
+    finished = run_all(args, folder, group, work, settings, desc="prompts", load_seconds=load_seconds)
+    if finished is None:  # not the main process
         return 0
-    _, throughput = finish_run(folder, group, settings, pending=pending, load_seconds=load_seconds)
+    _, throughput = finished
     print(f"wrote {path} and index.html")
     print(describe(throughput))
     return 0

@@ -8,8 +8,8 @@ import json
 import os
 import time
 
-from .common import (UserError, add_prompt_flags, add_sampling_flags, check_sampling_flags, finish_run, load_run,
-                     open_run, read_prompts, run_settings, sampler_settings)
+from .common import (UserError, add_prompt_flags, add_sampling_flags, check_sampling_flags, load_run, open_run,
+                     read_prompts, run_all, run_settings, sampler_settings)
 
 STRATEGIES = ("best_of_n", "ttsnap")
 
@@ -154,11 +154,9 @@ def save_prompt(result, index, num_prompts, output_dir):
 
 def run_search(args):
     import torch
-    from tqdm.auto import tqdm
 
     from ..plan import SearchStage, replace_stage, run_sampler, search_prompt
-    from ..results import write_json
-    from ..runs import describe, run_prompts
+    from ..runs import describe
 
     began = time.perf_counter()
     check_args(args)
@@ -169,8 +167,8 @@ def run_search(args):
     with torch.no_grad():  # the run's prompts, encoded once (all of them in every process: the same encodings)
         sampler = run_sampler(pipe, prompts, plan, **sampler_settings(args))
     schedule = schedule_of(args, len(rewards), sampler.num_steps) if args.strategy == "ttsnap" else ()
-    count = args.num_candidates if args.budget_nfe is not None or args.num_candidates else 8
-    stage = SearchStage(rewards, args.strategy, None if args.budget_nfe is not None else count, args.budget_nfe,
+    count = None if args.budget_nfe is not None else args.num_candidates or 8
+    stage = SearchStage(rewards, args.strategy, count, args.budget_nfe,
                         schedule or None, preview_rewards, args.reward_cost, args.cost_formula, args.batch_size)
     plan = replace_stage(plan, search=stage)
     settings = {**run_settings(args, sampler), "strategy": args.strategy, "rewards": list(rewards),
@@ -187,13 +185,10 @@ def run_search(args):
         summary = {**summary, "seconds": round(time.perf_counter() - start, 3)}
         return {"prompts": [summary], "candidates": records}, len(result.candidates), result.nfe
 
-    # results so far, after every prompt of the main process: an interrupted run keeps every finished prompt
-    write = lambda: write_json(path, folder.merge(settings=settings))  # noqa: E731
-    with tqdm(desc="search", unit="prompt", disable=args.quiet or not group.is_main) as progress:
-        pending, _ = run_prompts(folder, group, work, on_done=write, progress=progress)
-    if not group.is_main:
+    finished = run_all(args, folder, group, work, settings, desc="search", load_seconds=load_seconds)
+    if finished is None:  # not the main process
         return 0
-    results, throughput = finish_run(folder, group, settings, pending=pending, load_seconds=load_seconds)
+    results, throughput = finished
     write_grid(results, args.output_dir)
     if args.json:
         print(json.dumps({"results": path, "prompts": results["prompts"], "throughput": throughput}, indent=2))
