@@ -52,6 +52,7 @@ from noisekit.rewards import ignore_sigma, load_reward
 from noisekit.core.sampler import Sampler
 from noisekit.search.strategies import best_of_n, search
 from noisekit.shapes.dataset import heldout_scenes
+from noisekit.results import write_json
 
 REWARD = "shapes-judge"
 BASE, NOISE_AWARE = "base", "noise-aware"
@@ -617,9 +618,7 @@ def main(args):
     print(f"total {result['timing']['total_seconds']:.1f}s (record {record_timing.get('seconds', 0)}s)")
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output + ".tmp", "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(args.output + ".tmp", args.output)
+        write_json(args.output, result)
         print(f"wrote {args.output}")
     plot_path = args.plot or (os.path.splitext(args.output)[0] + ".png" if args.output else None)
     if plot_path:

@@ -25,7 +25,6 @@ calibration ~1-3 min, the report ~1 min per model and reward.
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -38,6 +37,7 @@ from noisekit.search.calibrate import (TrajectoryTable, calibrate_schedule, eval
                                        schedule_grid, simulate_many)
 from noisekit.search.official_tables import (CALL_TFLOPS, COST_UNIT_TFLOPS, MODELS, REWARD_NAMES, REWARDS,
                                              STEP_TFLOPS, official_cost_model, official_scale, read_official_values)
+from noisekit.results import write_json
 
 FORMULAS = ("official", "expected", "exact")
 NOTEBOOK_OMEGA = {("flux", "hps"): 27.23}  # printed in TTSnap's simulation/ttsnap_single.ipynb (all 200 prompts)
@@ -280,9 +280,7 @@ def main(args):
     print_report(result)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output + ".tmp", "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(args.output + ".tmp", args.output)
+        write_json(args.output, result)
         print(f"wrote {args.output}")
     return result
 

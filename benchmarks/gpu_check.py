@@ -76,16 +76,8 @@ def measure(pipe, reward, npnet, args, device):
     seconds, _ = timed(lambda: [pipe(PROMPT, latents=noise[i:i + 1].to(device, pipe.unet.dtype), **settings)
                                 for i in range(n)], device)
     row["stock pipe() per seed, candidates/s"] = n / seconds
-    sampler = Sampler(pipe, [PROMPT], **settings)
-    for strategy, schedule in (("best_of_n", ()), ("ttsnap", None)):
-        seconds, result = timed(lambda: search(sampler, 0, {"clip": reward}, seeds=list(range(n)), num_candidates=n,
-                                               schedule=schedule, micro_batch_size=args.micro_batch_size), device)
-        row[f"noisekit {strategy}, candidates/s"] = n / seconds
-        row[f"noisekit {strategy}, NFE"] = result.nfe
-    loop, out = timed(lambda: sample(pipe, PROMPT, noise, micro_batch_size=args.micro_batch_size,
-                                     output_type="latent", **settings), device)
-    row["sampler loop s"], row["UNet s inside the loop"] = loop, out.denoiser_seconds
-    row["sampler overhead over UNet"] = loop / out.denoiser_seconds - 1
+    out = measure_noisekit(row, Sampler(pipe, [PROMPT], **settings), pipe, reward, noise, args, device, "UNet",
+                           settings)
     embeds = pipe.encode_prompt(PROMPT, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)[0]
     golden_noise(npnet, noise[:1].to(device), embeds.float())  # warm-up
     npnet_seconds, _ = timed(lambda: [golden_noise(npnet, noise[i:i + 1].to(device), embeds.float()) for i in range(n)],
@@ -94,6 +86,22 @@ def measure(pipe, reward, npnet, args, device):
     row["NPNet s per image"] = npnet_seconds / n
     row["NPNet share of a 50-step generation's UNet time"] = (npnet_seconds / n) / fifty
     return row
+
+
+def measure_noisekit(row, sampler, pipe, reward, noise, args, device, denoiser, settings):
+    """Into `row`: best-of-N and TTSnap candidates per second and NFE, and the sampler's loop against the time
+    spent inside the denoiser. Returns the sampler's `SampleOutput`."""
+    n = len(noise)
+    for strategy, schedule in (("best_of_n", ()), ("ttsnap", None)):
+        seconds, result = timed(lambda: search(sampler, 0, {"clip": reward}, seeds=list(range(n)), num_candidates=n,
+                                               schedule=schedule, micro_batch_size=args.micro_batch_size), device)
+        row[f"noisekit {strategy}, candidates/s"] = n / seconds
+        row[f"noisekit {strategy}, NFE"] = result.nfe
+    loop, out = timed(lambda: sample(pipe, PROMPT, noise, micro_batch_size=args.micro_batch_size,
+                                     output_type="latent", **settings), device)
+    row["sampler loop s"], row[f"{denoiser} s inside the loop"] = loop, out.denoiser_seconds
+    row[f"sampler overhead over {denoiser}"] = loop / out.denoiser_seconds - 1
+    return out
 
 
 @torch.no_grad()
@@ -107,16 +115,8 @@ def measure_flux(pipe, reward, args, device, size):
     pipe(PROMPT, latents=latents[:1], **call)  # warm-up (kernels, allocator)
     seconds, _ = timed(lambda: [pipe(PROMPT, latents=latents[i:i + 1], **call) for i in range(n)], device)
     row = {"stock pipe() per seed, candidates/s": n / seconds}
-    sampler = Sampler(pipe, [PROMPT], height=size, width=size, **settings)
-    for strategy, schedule in (("best_of_n", ()), ("ttsnap", None)):
-        seconds, result = timed(lambda: search(sampler, 0, {"clip": reward}, seeds=list(range(n)), num_candidates=n,
-                                               schedule=schedule, micro_batch_size=args.micro_batch_size), device)
-        row[f"noisekit {strategy}, candidates/s"] = n / seconds
-        row[f"noisekit {strategy}, NFE"] = result.nfe
-    loop, out = timed(lambda: sample(pipe, PROMPT, noise, micro_batch_size=args.micro_batch_size,
-                                     output_type="latent", **settings), device)
-    row["sampler loop s"], row["transformer s inside the loop"] = loop, out.denoiser_seconds
-    row["sampler overhead over transformer"] = loop / out.denoiser_seconds - 1
+    out = measure_noisekit(row, Sampler(pipe, [PROMPT], height=size, width=size, **settings), pipe, reward, noise,
+                           args, device, "transformer", settings)
     row["NFE per candidate"] = out.nfe // n
     row["NPNet"] = "refused: no NPNet exists for flow-matching transformers"
     return row
