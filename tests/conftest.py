@@ -61,15 +61,23 @@ LIBRARY_CLIP = {  # a tiny open_clip model for the library's text features
 }
 
 
+def write_open_clip_dir(folder, config, weights=True, seed=0):
+    """An open_clip `local-dir:` folder: `open_clip_config.json` (+ `open_clip_model.safetensors`)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump(config, f)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False).eval()
+    if weights:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  os.path.join(folder, "open_clip_model.safetensors"))
+    return model
+
+
 @pytest.fixture(scope="session")
 def library_clip_dir(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("tiny-clip"))
-    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
-        json.dump(LIBRARY_CLIP, f)
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              os.path.join(folder, "open_clip_model.safetensors"))
+    write_open_clip_dir(folder, LIBRARY_CLIP)
     return folder
 
 

@@ -1,15 +1,14 @@
 """Reward registry: each loader on random-weight models of the real architecture, saved in the real checkpoint's
 format and key layout; preprocessing against the reference transforms; errors; rank / z-score combination."""
 
-import json
 import os
 
 import numpy as np
 import open_clip
 import pytest
 import torch
+from conftest import write_open_clip_dir
 from PIL import Image
-from safetensors.torch import save_file
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
 from noisekit.rewards import (ImageTransform, NoiseAwareReward, RewardEnsemble, add_reward, combine_scores,
@@ -35,19 +34,6 @@ TINY_CLIP = {  # the real open_clip classes (VisionTransformer + TextTransformer
 def pil_images(count, seed=0, size=(48, 40)):
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(count)]
-
-
-def write_open_clip_dir(folder, config, weights=True, seed=0):
-    """An open_clip `local-dir:` folder: `open_clip_config.json` (+ `open_clip_model.safetensors`)."""
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
-        json.dump(config, f)
-    torch.manual_seed(seed)
-    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False).eval()
-    if weights:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  os.path.join(folder, "open_clip_model.safetensors"))
-    return model
 
 
 @pytest.fixture(scope="module")
