@@ -1,6 +1,7 @@
 """The shapes world's quality table: held-out prompts, 20 steps, CFG 5, one image per prompt and seed.
 
     python benchmarks/shapes_quality.py --model assets/shapes-t2i --judge assets/shapes-judge --output QUALITY.json
+    python benchmarks/shapes_quality.py --model shapes-flow --judge assets/shapes-judge --guidance_scale 5
 
 Every attribute is read twice: by the learned judge and by the non-learned pixel check (which validates the
 judge; their agreement is reported). Also: border brightness for black / white backgrounds, and the diversity of
@@ -15,9 +16,9 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
 
 from noisekit import sample, seed_noise, zero_snr
+from noisekit.sources import load_pipeline
 from noisekit.shapes.captions import parse_caption
 from noisekit.shapes.dataset import heldout_scenes
 from noisekit.shapes.judge import INDEX, ShapesJudge, presence_index
@@ -107,8 +108,7 @@ def score(prompts, images, judge):
 def main(args):
     torch.manual_seed(0)
     began = time.time()
-    pipe = StableDiffusionPipeline.from_pretrained(args.model)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(args.model)  # a shapes asset name or a folder; UNet or flow
     if args.zero_snr:
         zero_snr(pipe, mode=args.zero_snr)
     judge = ShapesJudge.from_pretrained(args.judge).eval()

@@ -79,13 +79,26 @@ def pipeline_class(location):
     return DiffusionPipeline
 
 
+def absent_components(location):
+    """`{name: None}` for the components a saved folder records as absent (`[null, null]` in `model_index.json`,
+    e.g. SD3 without its T5), which diffusers otherwise asks the caller to pass."""
+    import json
+
+    index = os.path.join(location, "model_index.json")
+    if not os.path.isfile(index):
+        return {}
+    with open(index, encoding="utf-8") as f:
+        names = json.load(f)
+    return {name: None for name, value in names.items() if value == [None, None]}
+
+
 def load_pipeline(model=None, *, device=None, dtype=None):
     """A text-to-image diffusers pipeline; `dtype` defaults to float16 on CUDA and float32 elsewhere."""
     location, _ = resolve(model, kind="pipeline")
     device = check_device(device)
     dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
     try:
-        pipe = pipeline_class(location).from_pretrained(location, dtype=dtype)
+        pipe = pipeline_class(location).from_pretrained(location, dtype=dtype, **absent_components(location))
     except OSError as error:
         raise _offline_hint(location, error) from error
     pipe.set_progress_bar_config(disable=True)

@@ -98,9 +98,10 @@ class Timer:
 
 
 def shapes_latents(vae, tokenizer, data_seed, num_scenes, max_tokens, empty_caption_probability=0.1,
-                   batch_size=500):
+                   batch_size=500, with_captions=False):
     """Shapes scenes encoded once: posterior `(mean, std)` of each latent, and caption token ids with
-    `empty_caption_probability` of the captions emptied (for classifier-free guidance)."""
+    `empty_caption_probability` of the captions emptied (for classifier-free guidance); with `with_captions`,
+    the captions too."""
     from noisekit.shapes.dataset import heldout_captions, render_scenes
 
     images, scenes = render_scenes(data_seed, num_scenes, exclude=heldout_captions())
@@ -115,4 +116,6 @@ def shapes_latents(vae, tokenizer, data_seed, num_scenes, max_tokens, empty_capt
     captions = ["" if drop else s.caption for s, drop in zip(scenes, empty.tolist())]
     token_ids = tokenizer(captions, padding="max_length", max_length=max_tokens, truncation=True,
                           return_tensors="pt").input_ids
+    if with_captions:
+        return torch.cat(means), torch.cat(stds), token_ids, captions
     return torch.cat(means), torch.cat(stds), token_ids

@@ -7,9 +7,9 @@ import importlib.resources
 import os
 from pathlib import Path
 
-ASSET_NAMES = ("shapes-t2i", "shapes-t2i-eps", "shapes-clip", "shapes-judge", "shapes-judge-noise-aware",
-               "shapes-npnet", "shapes-library")
-PIPELINE_ASSETS = ("shapes-t2i", "shapes-t2i-eps")  # what `--model` accepts by name
+ASSET_NAMES = ("shapes-t2i", "shapes-t2i-eps", "shapes-flow", "shapes-clip", "shapes-judge",
+               "shapes-judge-noise-aware", "shapes-npnet", "shapes-library")
+PIPELINE_ASSETS = ("shapes-t2i", "shapes-t2i-eps", "shapes-flow")  # what `--model` accepts by name
 ASSET_KINDS = {"pipeline": PIPELINE_ASSETS, "npnet": ("shapes-npnet",), "library": ("shapes-library",),
                "reward": ("shapes-judge", "shapes-judge-noise-aware", "shapes-clip")}
 TRAINED = ASSET_NAMES[:-1]  # the library is built, not trained: its manifest is its record
