@@ -12,12 +12,15 @@ this seed's noise, packed, when the pipeline runs in float32 (it draws `(1, C, h
 prompt embeddings' dtype, then packs); in bfloat16/float16 it draws in that dtype and the bits differ.
 """
 
+import contextlib
+
 import numpy as np
 import torch
 
 from .adapter import AdapterBase
 from .conditioning import Conditioning
 from .x0 import flow_x0
+from .zero_tokens import ZERO_TOKENS, expand_zero_token, repeated_last_token, uses_stock_joint_attention
 
 
 class FlowAdapter(AdapterBase):
@@ -127,25 +130,34 @@ class SD3Adapter(FlowAdapter):
         retrieve_timesteps(scheduler, num_inference_steps, device, **kwargs)
 
     def _encode_one(self, prompt, negative_prompt, with_uncond, height=None, width=None):
+        # Without T5 the 256 zero tokens are encoded as one (see zero_tokens), unless custom attention runs.
+        compact = self.pipe.text_encoder_3 is None and uses_stock_joint_attention(self.denoiser)
         cond, uncond, pooled, negative_pooled = self.pipe.encode_prompt(
             prompt=prompt, prompt_2=None, prompt_3=None, device=self.device, num_images_per_prompt=1,
-            do_classifier_free_guidance=with_uncond, negative_prompt=negative_prompt)
+            do_classifier_free_guidance=with_uncond, negative_prompt=negative_prompt,
+            max_sequence_length=1 if compact else ZERO_TOKENS)
         return Conditioning(cond, uncond, {"pooled_projections": pooled},
                             {"pooled_projections": negative_pooled} if with_uncond else {})
 
+    def _compact(self, embeds):
+        return embeds.shape[1] == self.pipe.tokenizer_max_length + 1
+
     def denoise(self, model_input, timestep, conditioning, prompt_index, guided, guidance_scale=None):
         hidden, added = conditioning.unet_inputs(prompt_index, guided)
-        return self.denoiser(hidden_states=model_input, timestep=timestep.expand(model_input.shape[0]),
-                             encoder_hidden_states=hidden, return_dict=False, **added)[0]
+        attention = repeated_last_token(self.denoiser) if self._compact(hidden) else contextlib.nullcontext()
+        with attention:
+            return self.denoiser(hidden_states=model_input, timestep=timestep.expand(model_input.shape[0]),
+                                 encoder_hidden_states=hidden, return_dict=False, **added)[0]
 
     def call_embeds(self, conditioning, prompt_index, count=1):
         """The stock call's embeddings for one prompt, repeated for `count` images (SD3 does not repeat given
         embeddings for `num_images_per_prompt`)."""
         rows = [prompt_index] * count
-        embeds = {"prompt_embeds": conditioning.cond[rows],
+        full = expand_zero_token if self._compact(conditioning.cond) else (lambda embeds: embeds)
+        embeds = {"prompt_embeds": full(conditioning.cond[rows]),
                   "pooled_prompt_embeds": conditioning.added_cond["pooled_projections"][rows]}
         if conditioning.has_uncond:
-            embeds["negative_prompt_embeds"] = conditioning.uncond[rows]
+            embeds["negative_prompt_embeds"] = full(conditioning.uncond[rows])
             embeds["negative_pooled_prompt_embeds"] = conditioning.added_uncond["pooled_projections"][rows]
         return embeds
 

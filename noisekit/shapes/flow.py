@@ -7,19 +7,17 @@ the T5 slot is empty: SD3's pipeline then feeds `max_sequence_length` (256) zero
 """
 
 import json
-import math
 import os
 
 import torch
-import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from safetensors.torch import load_file, save_file
 
+from ..core.zero_tokens import ZERO_TOKENS, RepeatedTokenAttention
 from .models import MAX_TOKENS, TEXT_WIDTH
 
 FLOW_WIDTH = 128
 FLOW_LAYERS = 6
-ZERO_TOKENS = 256  # StableDiffusion3Pipeline's default `max_sequence_length` with no T5
 SHIFT = 1.0  # 64 x 64 images need no resolution shift
 
 
@@ -80,40 +78,6 @@ def encode_captions(pipe, captions, *, batch_size=1000):
             embeds.append(e)
             pooled.append(p)
     return torch.cat(embeds), torch.cat(pooled)
-
-
-class RepeatedTokenAttention:
-    """SD3's joint attention where the last context token stands for `repeats` identical tokens.
-
-    The zero T5 tokens stay identical through every block (no position embedding on text), so attending to 256 of
-    them equals attending to one whose logit is raised by log(256). Training on 1 instead of 256 makes a step
-    4.5x cheaper and trains exactly the model that the stock pipeline runs.
-    """
-
-    def __init__(self, repeats):
-        self.log_repeats = math.log(repeats)
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
-        batch, image_tokens = hidden_states.shape[:2]
-
-        def heads(x, norm):
-            x = x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
-            return norm(x) if norm is not None else x
-
-        query = torch.cat([heads(attn.to_q(hidden_states), attn.norm_q),
-                           heads(attn.add_q_proj(encoder_hidden_states), attn.norm_added_q)], dim=2)
-        key = torch.cat([heads(attn.to_k(hidden_states), attn.norm_k),
-                         heads(attn.add_k_proj(encoder_hidden_states), attn.norm_added_k)], dim=2)
-        value = torch.cat([heads(attn.to_v(hidden_states), None),
-                           heads(attn.add_v_proj(encoder_hidden_states), None)], dim=2)
-        bias = torch.zeros(1, key.shape[2], dtype=query.dtype, device=query.device)
-        bias[:, -1] = self.log_repeats
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias)
-        out = out.transpose(1, 2).reshape(batch, -1, query.shape[1] * query.shape[-1]).to(query.dtype)
-        image, context = out[:, :image_tokens], out[:, image_tokens:]
-        if not attn.context_pre_only:
-            context = attn.to_add_out(context)
-        return attn.to_out[1](attn.to_out[0](image)), context
 
 
 def link_shared_weights(folder, *, source):
