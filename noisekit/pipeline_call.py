@@ -109,10 +109,11 @@ def search_with_plan(pipe, prompts, seeds, plan, height, width, kwargs):
                          f"the plan; got {sorted(kwargs)}.")
     sampler = run_sampler(pipe, prompts, plan, height=height, width=width, **settings)
     stage = plan.search
-    if stage.num_candidates is None and stage.budget is None:
+    budgeted = stage.budget is not None or stage.budget_seconds is not None
+    if stage.num_candidates is None and not budgeted:
         plan = replace(plan, search=replace(stage, num_candidates=len(seeds)))
     # a budget with one seed S searches S, S+1, ... as far as the budget reaches
-    first = seeds[0] if stage.budget is not None and len(seeds) == 1 else seeds
+    first = seeds[0] if budgeted and len(seeds) == 1 else seeds
     results = [search_prompt(sampler, plan, index, first) for index in range(len(prompts))]
     if output_type == "latent":
         images = torch.cat([r.best.latents for r in results])
@@ -142,7 +143,7 @@ def call_with_plan(pipe, stock_call, prompt, seeds, noise_plan, height, width, *
     images, recipes, nfe = [], [], 0
     for index in range(len(prompts)):
         candidates = prepare(sampler, plan, index, seeds)
-        latents = adapter.pack(candidates.noise.to(pipe._execution_device, adapter.dtype))
+        latents = adapter.stock_latents(candidates.noise.to(pipe._execution_device, adapter.dtype))
         with counting_nfe(adapter.denoiser) as count:
             out = stock_call(latents=latents, num_images_per_prompt=len(candidates), height=height, width=width,
                              generator=candidates.generators(),

@@ -68,8 +68,10 @@ STRATEGIES = ("best_of_n", "ttsnap")
 class SearchStage:
     """Seed search: the candidates of each prompt are searched and the best one is returned.
 
-    `rewards` is a reward or `{name: reward}`; give `num_candidates` or `budget` (integer NFE-equivalents, the noise
-    stages' NFE included); `schedule` is a `PruningSchedule` (TTSnap's default when `None`)."""
+    `rewards` is a reward or `{name: reward}`; give `num_candidates`, `budget` (integer NFE-equivalents, the noise
+    stages' NFE included) or `budget_seconds` (converted to NFE-equivalents through `cost`, a
+    `noisekit.search.timing.TimedCost`, measured per prompt when not given); `schedule` is a `PruningSchedule`
+    (TTSnap's default when `None`). `reward_cost` (default 1) or `cost` sets the NFE-equivalents of a reward call."""
 
     rewards: object
     strategy: str = "best_of_n"
@@ -77,9 +79,11 @@ class SearchStage:
     budget: int | None = None
     schedule: object = None
     preview_rewards: object = None
-    reward_cost: int = 1
+    reward_cost: int | float | None = None
     formula: str = "exact"
     micro_batch_size: int | None = None
+    budget_seconds: float | None = None
+    cost: object = None  # TimedCost
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -161,20 +165,27 @@ def prepare(sampler, plan, prompt_index, seeds):
 def search_prompt(sampler, plan, prompt_index, seeds, output_type="pil"):
     """The search stage on one prompt: the candidates a budget (or `num_candidates`) buys, made and transformed
     once, then searched. Returns the `SearchResult`."""
-    from .search.strategies import as_reward_dict, check_candidate_count, plan_count, resolve_schedule, search
+    from .search.strategies import (as_reward_dict, check_candidate_count, plan_count, preview_view, resolve_budget,
+                                    resolve_schedule, search)
 
     stage = plan.search
     rewards = as_reward_dict(stage.rewards)
+    steps, keep = resolve_schedule(stage.pruning, sampler, len(rewards))
+    previews = stage.preview_rewards or {name: preview_view(r) for name, r in rewards.items()}
+    # the seconds become NFE-equivalents once, here, so that the search below plans from the same measurement
+    budget, reward_cost, cost = resolve_budget(sampler, rewards, previews, num_candidates=stage.num_candidates,
+                                               budget=stage.budget, budget_seconds=stage.budget_seconds,
+                                               cost=stage.cost, reward_cost=stage.reward_cost, pruning=bool(steps))
     count = stage.num_candidates
-    if stage.budget is not None:
-        steps, keep = resolve_schedule(stage.pruning, sampler, len(rewards))
-        count = plan_count(sampler, len(rewards), budget=stage.budget, steps=steps, keep=keep,
-                           reward_cost=stage.reward_cost, formula=stage.formula, stage_nfe=plan.stage_nfe())
+    if budget is not None:
+        count = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep, reward_cost=reward_cost,
+                           formula=stage.formula, stage_nfe=plan.stage_nfe(), budget_seconds=stage.budget_seconds,
+                           timed=cost)
     if count is None:
-        raise ValueError("`search` needs `num_candidates` or `budget`.")
+        raise ValueError("`search` needs `num_candidates`, `budget` or `budget_seconds`.")
     check_candidate_count(count)  # before a list of that many seeds is made
     candidates = prepare(sampler, plan, prompt_index, seed_list(seeds, count))
     return search(sampler, prompt_index, rewards, candidates=candidates, budget=stage.budget,
-                  schedule=stage.pruning, preview_rewards=stage.preview_rewards, reward_cost=stage.reward_cost,
-                  formula=stage.formula, micro_batch_size=stage.micro_batch_size, strategy=stage.strategy,
-                  output_type=output_type)
+                  budget_seconds=stage.budget_seconds, schedule=stage.pruning, preview_rewards=stage.preview_rewards,
+                  reward_cost=None if cost is not None else reward_cost, cost=cost, formula=stage.formula,
+                  micro_batch_size=stage.micro_batch_size, strategy=stage.strategy, output_type=output_type)

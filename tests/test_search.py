@@ -341,12 +341,13 @@ def test_library_errors_name_the_argument(sd1_pipe, judge):
         default_schedule(1, 1)
     assert default_schedule(1, 4) == PruningSchedule((0, 1), (0.4 * 0.4, 0.5))  # few-step models fit
     sampler = make_sampler(sd1_pipe)
-    with pytest.raises(ValueError, match="exactly one of `num_candidates` and `budget`"):
+    with pytest.raises(ValueError, match="give one of `num_candidates`, `budget` .* not `num_candidates` and `budget`"):
         search(sampler, 0, judge, num_candidates=3, budget=50)
     with pytest.raises(ValueError, match="`formula` must be one of"):
         plan_ttsnap(50, CostModel(4), (1,), (0.5,), "guess")
-    with pytest.raises(ValueError, match="`reward_cost` must be a non-negative integer, got 0.5"):
-        CostModel(4, reward_cost=0.5)
+    with pytest.raises(ValueError, match=r"`reward_cost` must be a finite number >= 0 \(NFE-equivalents per reward "
+                                         r"call\), got -0.5"):
+        CostModel(4, reward_cost=-0.5)
 
 
 def test_training_script_smoke_and_resume(tmp_path, model_dir, judge_dirs, capsys):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .clock import Clock
 from .families import adapter_for
 from .schedule import trailing_timesteps
 from .x0 import predict_x0  # noqa: F401  (re-exported)
@@ -129,8 +130,15 @@ class Sampler:
         self.step_kwargs = {"eta": eta} if "eta" in accepted else {}
         self.takes_generator = "generator" in accepted
         self.nfe = 0
-        self.denoiser_seconds = 0.0
-        self.decode_seconds = 0.0
+        self.clock = Clock(self.device)  # seconds in the denoiser, the VAE decode and (timed by search) rewards
+
+    @property
+    def denoiser_seconds(self):
+        return self.clock.seconds["denoiser"]
+
+    @property
+    def decode_seconds(self):
+        return self.clock.seconds["decode"]
 
     @property
     def num_steps(self):
@@ -163,22 +171,15 @@ class Sampler:
                             [generators[i] for i in rows])
 
     def call_denoiser(self, model_input, timestep, prompt_index):
-        synchronize(self.device)
-        began = time.perf_counter()
-        output = self.adapter.denoise(model_input, timestep, self.conditioning, prompt_index, self.guided,
-                                      guidance_scale=self.guidance_scale)
-        synchronize(self.device)
-        self.denoiser_seconds += time.perf_counter() - began
+        with self.clock.time("denoiser"):
+            output = self.adapter.denoise(model_input, timestep, self.conditioning, prompt_index, self.guided,
+                                          guidance_scale=self.guidance_scale)
         self.nfe += model_input.shape[0]
         return output
 
     def decode(self, latents, output_type="pil"):
-        synchronize(self.device)
-        began = time.perf_counter()
-        images = self.adapter.decode(latents, output_type)
-        synchronize(self.device)
-        self.decode_seconds += time.perf_counter() - began
-        return images
+        with self.clock.time("decode"):
+            return self.adapter.decode(latents, output_type)
 
 
 def _drop_last_timestep(scheduler, correct):
@@ -191,11 +192,6 @@ def _drop_last_timestep(scheduler, correct):
     scheduler.sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     scheduler.num_inference_steps = len(scheduler.timesteps)
     return True
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Trajectories:
@@ -247,7 +243,7 @@ class Trajectories:
         output = sampler.call_denoiser(model_input, t, self.prompt_index)
         if sampler.guided:
             uncond, cond = output.chunk(2)
-            output = uncond + sampler.guidance_scale * (cond - uncond)
+            output = sampler.adapter.guide(uncond, cond, sampler.guidance_scale)
             if sampler.guidance_rescale > 0:
                 output = rescale_guidance(output, cond, sampler.guidance_rescale)
         x0 = None

@@ -3,8 +3,9 @@
 Units. One *step* is one pass of the sampler's loop (`Sampler.num_steps` passes; Heun-type schedulers pass twice
 per timestep) and costs `nfe_per_step` denoiser evaluations per candidate (2 under CFG, else 1). A *reward call*
 is one image scored by one reward model (the VAE decode of a preview belongs to it) and costs `reward_cost`
-NFE-equivalents, an integer (0 counts denoiser passes only, as Ma et al. 2025 do). The realised cost of a search is
-the integer `nfe + reward_cost * reward_calls`, and `plan_*` choose the largest candidate count whose realised
+NFE-equivalents: an assumed constant (1; 0 counts denoiser passes only, as Ma et al. 2025 do) or the ratio measured
+on the run's machine (`noisekit.search.timing`). The realised cost of a search is `nfe + reward_cost *
+reward_calls` (an integer when `reward_cost` is one), and `plan_*` choose the largest candidate count whose realised
 cost fits the budget, so a search never spends more than it was given.
 
 Step index `s` is the x0 preview made by the `(s + 1)`-th denoiser pass (TTSnap's convention, T = 20 there).
@@ -16,6 +17,7 @@ Symbols (TTSnap, arXiv 2511.22242, and `../shared/reference/ttsnap.md` Sec. 1.4)
     n_0 = N0 candidates, n_k = max(1, round(n_{k-1} * alpha_k)) survivors of stage k.
 """
 
+import math
 from dataclasses import dataclass
 
 REFERENCE_STEPS = 20  # the step count TTSnap's default schedules were tuned for
@@ -115,12 +117,13 @@ def default_schedule(num_rewards=1, num_steps=REFERENCE_STEPS):
 
 @dataclass(frozen=True)
 class CostModel:
-    """Integer cost of a search: `nfe_per_step` per candidate per step, `reward_cost` per reward call.
+    """Cost of a search: `nfe_per_step` per candidate per step, `reward_cost` per reward call.
 
     Args:
         num_steps (`int`): loop passes to the final image, T.
         nfe_per_step (`int`): denoiser evaluations per candidate per step (2 with CFG).
-        reward_cost (`int`): NFE-equivalents charged per reward call (image x reward model).
+        reward_cost (`int` or `float`): NFE-equivalents charged per reward call (image x reward model); a float
+            is a measured ratio (`noisekit.search.timing.TimedCost.reward_cost`).
         num_rewards (`int`): reward models scoring each image at each stage.
         stage_nfe (`int`): denoiser evaluations the noise stages spend on each candidate before sampling (NLG:
             2 per iteration), charged to every candidate started.
@@ -128,7 +131,7 @@ class CostModel:
 
     num_steps: int
     nfe_per_step: int = 1
-    reward_cost: int = 1
+    reward_cost: int | float = 1
     num_rewards: int = 1
     stage_nfe: int = 0
 
@@ -137,17 +140,19 @@ class CostModel:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        for name in ("reward_cost", "stage_nfe"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+        if isinstance(self.stage_nfe, bool) or not isinstance(self.stage_nfe, int) or self.stage_nfe < 0:
+            raise ValueError(f"`stage_nfe` must be a non-negative integer, got {self.stage_nfe!r}.")
+        check_reward_cost(self.reward_cost)
 
     @classmethod
     def for_sampler(cls, sampler, reward_cost=1, num_rewards=1, stage_nfe=0):
         return cls(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe)
 
     def total(self, nfe, reward_calls):
-        return nfe + self.reward_cost * reward_calls
+        """`nfe + reward_cost * reward_calls`; with a measured (float) ratio, rounded to 6 decimals so that the
+        same counts always give the same number."""
+        total = nfe + self.reward_cost * reward_calls
+        return total if isinstance(total, int) else round(total, 6)
 
     def best_of_n(self, num_candidates):
         """`(nfe, reward_calls)` of best-of-N: every candidate denoised fully and scored once per reward."""
@@ -162,6 +167,15 @@ class CostModel:
         passes = sum(n * (b - a) for n, a, b in zip(counts, boundaries, boundaries[1:]))
         nfe = passes * self.nfe_per_step + num_candidates * self.stage_nfe
         return nfe, sum(counts) * self.num_rewards, counts
+
+
+def check_reward_cost(reward_cost):
+    """`reward_cost` if it is a finite number >= 0 (NFE-equivalents per reward call), else a ValueError."""
+    if (isinstance(reward_cost, bool) or not isinstance(reward_cost, (int, float)) or not math.isfinite(reward_cost)
+            or reward_cost < 0):
+        raise ValueError(f"`reward_cost` must be a finite number >= 0 (NFE-equivalents per reward call), got "
+                         f"{reward_cost!r}.")
+    return reward_cost
 
 
 def survivor_counts(num_candidates, keep):
@@ -194,10 +208,15 @@ def plan_best_of_n(budget, cost):
     """The largest N whose best-of-N cost fits `budget` (an int of NFE-equivalents) under `CostModel` `cost`."""
     per_candidate = cost.total(*cost.best_of_n(1))
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < per_candidate:
-        raise ValueError(f"`budget` must be an integer of at least {per_candidate} (one full candidate: "
+        raise ValueError(f"`budget` must be an integer of at least {math.ceil(per_candidate)} (one full candidate: "
                          f"{cost.num_steps} steps x {cost.nfe_per_step} NFE + {cost.num_rewards} reward call(s) x "
                          f"{cost.reward_cost}), got {budget!r}.")
-    return budget // per_candidate
+    count = budget // per_candidate
+    while cost.total(*cost.best_of_n(count + 1)) <= budget:  # a float ratio's rounding may leave one more
+        count += 1
+    while cost.total(*cost.best_of_n(count)) > budget:
+        count -= 1
+    return int(count)
 
 
 def plan_ttsnap(budget, cost, steps, keep, formula="exact", step_cost=None, call_cost=None):
@@ -229,8 +248,8 @@ def plan_ttsnap(budget, cost, steps, keep, formula="exact", step_cost=None, call
         return n0
     minimum = cost.total(*cost.ttsnap(1, steps, keep)[:2])
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < minimum:
-        raise ValueError(f"`budget` must be an integer of at least {minimum} (one TTSnap candidate run to the end "
-                         f"with its reward calls), got {budget!r}.")
+        raise ValueError(f"`budget` must be an integer of at least {math.ceil(minimum)} (one TTSnap candidate run to "
+                         f"the end with its reward calls), got {budget!r}.")
     # the realised cost never decreases with n_0 (each n_k is monotone in n_0): walk up by doubling, then bisect
     fits = lambda n: cost.total(*cost.ttsnap(n, steps, keep)[:2]) <= budget  # noqa: E731
     low, high = 1, 2

@@ -8,6 +8,7 @@ Examples:
     >>> drafts = Sampler(pipe, prompts, num_inference_steps=4, guidance_scale=5.0)
     >>> full = Sampler(pipe, prompts, num_inference_steps=20, guidance_scale=5.0)
     >>> result = cheap_draft(drafts, full, 0, judge, seeds=0, num_candidates=24, finish=4)
+    >>> result = cheap_draft(drafts, full, 0, judge, budget_seconds=20.0, cost=measure_cost(full, judge), finish=4)
 """
 
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..rewards.combine import rank_sum, top_positions
-from .strategies import as_reward_dict, best_of_n
+from .budget import CostModel
+from .strategies import as_reward_dict, best_of_n, check_candidate_count, resolve_budget
 
 
 @dataclass
@@ -25,6 +27,8 @@ class DraftResult:
     drafts: object  # SearchResult of the low-step runs
     final: object  # SearchResult of the finished seeds
     finished_seeds: list
+    budget: int | None = None  # NFE-equivalents (from `budget_seconds` when that was given)
+    budget_seconds: float | None = None
 
     @property
     def best(self):
@@ -42,27 +46,49 @@ class DraftResult:
     def cost(self):
         return self.drafts.cost + self.final.cost
 
+    @property
+    def seconds(self):
+        """Wall-clock seconds by part (denoiser, decode, reward, search) of the drafts and the finish together."""
+        return {part: self.drafts.seconds[part] + self.final.seconds[part] for part in self.final.seconds}
+
+
+def candidate_cost(sampler, reward_cost, num_rewards):
+    """What one candidate run to the end of `sampler`'s loop and scored costs, in NFE-equivalents."""
+    cost = CostModel.for_sampler(sampler, reward_cost, num_rewards)
+    return cost.total(*cost.best_of_n(1))
+
 
 def draft_count(budget, *, draft_cost, full_cost, finish):
     """Drafts that fit `budget` once `finish` full candidates are paid for (costs per candidate, one unit)."""
-    count = (budget - finish * full_cost) // draft_cost
+    count = int((budget - finish * full_cost) // draft_cost)
     if count < finish:
         raise ValueError(f"budget {budget} does not fit {finish} drafts and {finish} finished candidates.")
-    return int(count)
+    return count
 
 
-def cheap_draft(draft_sampler, full_sampler, prompt_index, rewards, *, seeds=0, num_candidates, finish,
-                reward_cost=1, micro_batch_size=None):
+def cheap_draft(draft_sampler, full_sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budget=None,
+                budget_seconds=None, finish, reward_cost=None, cost=None, micro_batch_size=None):
     """Run `num_candidates` seeds with `draft_sampler` (few steps), keep the `finish` best by the clean rewards
     (rank sum for several), and run those seeds again with `full_sampler`; the pick is the best finished one.
 
-    Both samplers must hold the same prompts; the same seed gives the same initial noise in both.
+    Both samplers must hold the same prompts; the same seed gives the same initial noise in both. Instead of
+    `num_candidates`, a `budget` (NFE-equivalents) or `budget_seconds` (through `cost`, a `TimedCost` measured on
+    `full_sampler` when not given) buys as many drafts as fit once the `finish` full candidates are paid for.
     """
-    if not 1 <= finish <= num_candidates:
-        raise ValueError(f"`finish` must lie in [1, num_candidates={num_candidates}], got {finish}.")
     if list(draft_sampler.prompts) != list(full_sampler.prompts):
         raise ValueError("`draft_sampler` and `full_sampler` must hold the same prompts.")
     rewards = as_reward_dict(rewards)
+    if num_candidates is None and budget is None and budget_seconds is None:
+        raise ValueError("give one of `num_candidates`, `budget` (NFE-equivalents) and `budget_seconds`.")
+    budget, reward_cost, _ = resolve_budget(full_sampler, rewards, None, num_candidates=num_candidates, budget=budget,
+                                            budget_seconds=budget_seconds, cost=cost, reward_cost=reward_cost,
+                                            pruning=False)
+    if budget is not None:
+        count = draft_count(budget, draft_cost=candidate_cost(draft_sampler, reward_cost, len(rewards)),
+                            full_cost=candidate_cost(full_sampler, reward_cost, len(rewards)), finish=finish)
+        num_candidates = check_candidate_count(count, source=f"`budget` {budget}")
+    if not 1 <= finish <= num_candidates:
+        raise ValueError(f"`finish` must lie in [1, num_candidates={num_candidates}], got {finish}.")
     drafts = best_of_n(draft_sampler, prompt_index, rewards, seeds=seeds, num_candidates=num_candidates,
                        reward_cost=reward_cost, micro_batch_size=micro_batch_size)
     scores = {n: torch.tensor([c.final_scores[n] for c in drafts.candidates], dtype=torch.float64) for n in rewards}
@@ -70,4 +96,4 @@ def cheap_draft(draft_sampler, full_sampler, prompt_index, rewards, *, seeds=0, 
     chosen = [drafts.candidates[i].seed for i in keep]
     final = best_of_n(full_sampler, prompt_index, rewards, seeds=chosen, num_candidates=len(chosen),
                       reward_cost=reward_cost, micro_batch_size=micro_batch_size)
-    return DraftResult(drafts, final, chosen)
+    return DraftResult(drafts, final, chosen, budget, budget_seconds)

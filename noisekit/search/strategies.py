@@ -13,6 +13,7 @@ previews with a (noise-aware) reward and keep the top fraction; the survivors ar
 the clean reward. A pruned candidate is cheap because it never finishes.
 """
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -81,18 +82,23 @@ class SearchResult:
     best: Candidate
     nfe: int
     reward_calls: int
-    cost: int  # nfe + reward_cost * reward_calls
-    budget: int | None = None
+    cost: int | float  # nfe + reward_cost * reward_calls
+    budget: int | None = None  # NFE-equivalents (from `budget_seconds` when that was given)
     steps: tuple = ()  # resolved pruning steps
     counts: tuple = ()  # candidates alive at each stage, then survivors
     micro_batch_size: int | None = None  # candidates per denoiser batch (a replay runs the same batches)
+    reward_cost: int | float = 1  # NFE-equivalents charged per reward call
+    budget_seconds: float | None = None
+    seconds: dict = field(default_factory=dict)  # wall-clock seconds: denoiser, decode, reward and the total
 
     def summary(self):
         return {"strategy": self.strategy, "prompt_index": self.prompt_index, "prompt": self.prompt,
                 "best_seed": self.best.seed, "best_scores": self.best.final_scores, "nfe": self.nfe,
                 "reward_calls": self.reward_calls, "cost": self.cost, "budget": self.budget,
+                "budget_seconds": self.budget_seconds, "reward_cost": self.reward_cost,
                 "pruning_steps": list(self.steps), "counts": list(self.counts),
-                "micro_batch_size": self.micro_batch_size}
+                "micro_batch_size": self.micro_batch_size,
+                **{f"{part}_seconds": round(value, 4) for part, value in self.seconds.items()}}
 
 
 def step_sigmas(sampler):
@@ -150,12 +156,23 @@ def _top(scores, count, excluded, what):
     return top_positions(combined, count).tolist()
 
 
-def _score(rewards, images, prompt, sigma=None):
+def _score(rewards, images, prompt, sigma=None, clock=None):
+    """`{name: (B,) scores}`; the rewards' seconds are added to `clock`'s `reward` part when one is given."""
     prompts = [prompt] * len(images)
-    if sigma is None:
-        return {name: torch.as_tensor(r(images, prompts)).float().cpu().flatten() for name, r in rewards.items()}
-    return {name: torch.as_tensor(r(images, prompts, sigma=sigma)).float().cpu().flatten()
-            for name, r in rewards.items()}
+    kwargs = {} if sigma is None else {"sigma": sigma}
+    with clock.time("reward") if clock is not None else contextlib.nullcontext():
+        # `.cpu()` waits for the scores, so a GPU reward's seconds end when its scores exist
+        return {name: torch.as_tensor(r(images, prompts, **kwargs)).float().cpu().flatten()
+                for name, r in rewards.items()}
+
+
+def decode_in_pieces(sampler, latents, output_type="pil"):
+    """`latents` decoded `DECODE_BATCH` at a time (the peak memory no longer grows with the candidate count, and a
+    search and its replay decode in the same pieces)."""
+    parts = [sampler.decode(latents[i : i + DECODE_BATCH], output_type) for i in range(0, len(latents), DECODE_BATCH)]
+    if output_type == "pil":
+        return [image for part in parts for image in part]
+    return torch.cat([torch.as_tensor(part) for part in parts])
 
 
 class Flight:
@@ -184,11 +201,7 @@ class Flight:
     def images(self, latents=None, output_type="pil"):
         """Decoded `latents` (default: the live candidates'), `DECODE_BATCH` at a time, so a search and its replay
         decode in the same pieces."""
-        latents = self.latents() if latents is None else latents
-        parts = [self.sampler.decode(latents[i : i + DECODE_BATCH], output_type)
-                 for i in range(0, len(latents), DECODE_BATCH)]
-        return [image for part in parts for image in part] if output_type == "pil" else torch.cat(
-            [torch.as_tensor(part) for part in parts])
+        return decode_in_pieces(self.sampler, self.latents() if latents is None else latents, output_type)
 
     def keep(self, positions):
         start, chunks = 0, []
@@ -201,12 +214,44 @@ class Flight:
         self.chunks = chunks
 
 
-def plan_count(sampler, num_rewards, *, budget, steps=(), keep=(), reward_cost=1, formula="exact", stage_nfe=0):
+def plan_count(sampler, num_rewards, *, budget, steps=(), keep=(), reward_cost=1, formula="exact", stage_nfe=0,
+               budget_seconds=None, timed=None):
     """N0, the candidates a `budget` buys: best-of-N when `steps` is empty, else TTSnap with that schedule;
-    `stage_nfe` is what the noise stages spend on each candidate before sampling (NLG: 2 per iteration)."""
+    `stage_nfe` is what the noise stages spend on each candidate before sampling (NLG: 2 per iteration). When the
+    budget came from `budget_seconds` through `timed` (a `TimedCost`), an error says so."""
     cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe)
-    count = plan_ttsnap(budget, cost, steps, keep, formula) if steps else plan_best_of_n(budget, cost)
+    try:
+        count = plan_ttsnap(budget, cost, steps, keep, formula) if steps else plan_best_of_n(budget, cost)
+    except ValueError as error:
+        if budget_seconds is None:
+            raise
+        raise ValueError(f"`budget_seconds` {budget_seconds:g} buys {budget} NFE-equivalents at "
+                         f"{timed.seconds_per_nfe:.3g} s per NFE on this machine; {error}") from None
     return check_candidate_count(count, source=f"`budget` {budget}")
+
+
+def resolve_budget(sampler, rewards, preview_rewards, *, num_candidates, budget, budget_seconds, cost, reward_cost,
+                   pruning):
+    """`(budget, reward_cost, cost)` of a search: exactly one of `num_candidates`, `budget` (NFE-equivalents) and
+    `budget_seconds` (converted to NFE-equivalents through `cost`, a `TimedCost`, measured on the sampler with the
+    rewards that score most of the images when not given); `reward_cost` is `cost`'s when `cost` is given."""
+    given = [f"`{n}`" for n, v in (("num_candidates", num_candidates), ("budget", budget),
+                                   ("budget_seconds", budget_seconds)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of `num_candidates`, `budget` (NFE-equivalents) and `budget_seconds`, not "
+                         f"{' and '.join(given)}.")
+    if cost is not None and reward_cost is not None:
+        raise ValueError(f"give `reward_cost` ({reward_cost!r}) or `cost` (a TimedCost, which sets it), not both.")
+    if budget_seconds is not None:
+        from .timing import check_budget_seconds, measure_cost
+
+        check_budget_seconds(budget_seconds)
+        if cost is None:
+            cost = measure_cost(sampler, preview_rewards if pruning else rewards)
+        budget = cost.budget_nfe(budget_seconds)
+    if cost is not None:
+        reward_cost = cost.reward_cost
+    return budget, (1 if reward_cost is None else reward_cost), cost
 
 
 def resolve_schedule(schedule, sampler, num_rewards):
@@ -221,9 +266,9 @@ def resolve_schedule(schedule, sampler, num_rewards):
 
 
 @torch.no_grad()
-def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budget=None, candidates=None,
-           schedule=None, preview_rewards=None, reward_cost=1, formula="exact", micro_batch_size=None,
-           strategy=None, output_type="pil"):
+def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budget=None, budget_seconds=None,
+           candidates=None, schedule=None, preview_rewards=None, reward_cost=None, cost=None, formula="exact",
+           micro_batch_size=None, strategy=None, output_type="pil"):
     """TTSnap pruning over candidates for one prompt (best-of-N when `schedule` is `()`).
 
     Args:
@@ -231,27 +276,33 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
         prompt_index (`int`): which of `sampler.prompts`.
         rewards: clean reward or `{name: reward}`; judges the survivors' final images (several: by rank sum).
         seeds: first seed `S` (candidates use S, S+1, ...) or an explicit list of seeds, used in order.
-        num_candidates (`int`): N0, or give `budget` (integer NFE-equivalents) to choose N0 from it.
+        num_candidates (`int`): N0, or give `budget` (integer NFE-equivalents) or `budget_seconds` to choose N0.
+        budget_seconds (`float`): the budget in seconds, converted to NFE-equivalents through `cost` (measured with
+            `noisekit.search.timing.measure_cost` on this sampler when not given) before N0 is planned.
         candidates (`Candidates`, *optional*): the noises to search, as the earlier stages made them (library,
             golden noise, NLG); their stage NFE is charged to the budget. Replaces `seeds`.
         schedule (`PruningSchedule`, *optional*): defaults to TTSnap's default for the number of rewards,
             scaled to `sampler.num_steps`; `()` means no pruning (best-of-N).
         preview_rewards: `{name: reward}` scoring the x0 previews with their sigma (same names as `rewards`);
             defaults to the clean rewards on previews (`ignore_sigma`), TTSnap's un-tuned baseline.
-        reward_cost (`int`): NFE-equivalents charged per reward call (see `noisekit.search.budget`).
+        reward_cost (`int` or `float`): NFE-equivalents charged per reward call (default 1, the assumed constant;
+            see `noisekit.search.budget`).
+        cost (`TimedCost`, *optional*): measured seconds per NFE and per reward call; charges its `reward_cost`
+            (the measured ratio, or the fixed constant of its `"fixed"` model) and converts `budget_seconds`.
         formula (`str`): how a `budget` becomes N0: `"exact"` (never overspends), `"expected"` or `"official"`.
         micro_batch_size (`int`, *optional*): candidates per denoiser batch (default `MICRO_BATCH`, 32).
         output_type (`str`): how survivors' final images are returned besides PIL (`best.output`).
     Returns:
-        `SearchResult`; its `cost` is the realised integer cost, never above `budget` with `formula="exact"`.
+        `SearchResult`; its `cost` is the realised cost, never above `budget` with `formula="exact"`; its `seconds`
+        the wall-clock seconds of the denoiser, the VAE decode, the rewards and the whole call.
 
     Examples:
         >>> sampler = Sampler(pipe, ["a red circle"], num_inference_steps=20, guidance_scale=5.0)
         >>> result = search(sampler, 0, {"shapes-judge": load_reward("shapes-judge")}, seeds=0, budget=800)
         >>> result.best.seed, result.best.image.save("best.png"), result.cost
     """
-    if (num_candidates is None) == (budget is None) and candidates is None:
-        raise ValueError(f"give exactly one of `num_candidates` and `budget`, got {num_candidates!r} and {budget!r}.")
+    if num_candidates is None and budget is None and budget_seconds is None and candidates is None:
+        raise ValueError("give one of `num_candidates`, `budget` (NFE-equivalents) and `budget_seconds`.")
     if num_candidates is not None and (isinstance(num_candidates, bool) or not isinstance(num_candidates, int)
                                        or num_candidates < 1):
         raise ValueError(f"`num_candidates` must be a positive integer, got {num_candidates!r}.")
@@ -265,11 +316,16 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
                          f"{sorted(as_reward_dict(preview_rewards))}.")
     sigmas = step_sigmas(sampler)
     steps, keep = resolve_schedule(schedule, sampler, len(rewards))
+    budget, reward_cost, timed = resolve_budget(sampler, rewards, preview_rewards, num_candidates=num_candidates,
+                                                budget=budget, budget_seconds=budget_seconds, cost=cost,
+                                                reward_cost=reward_cost, pruning=bool(steps))
+    began, clock_before = time.perf_counter(), sampler.clock.read()  # a measurement above is no part of the search
     stage_nfe = candidates.nfe_per_candidate if candidates is not None else 0
     cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, len(rewards), stage_nfe)
     if budget is not None:
         num_candidates = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep,
-                                    reward_cost=reward_cost, formula=formula, stage_nfe=stage_nfe)
+                                    reward_cost=reward_cost, formula=formula, stage_nfe=stage_nfe,
+                                    budget_seconds=budget_seconds, timed=timed)
     if candidates is None:
         candidates = from_seeds(sampler.shape, seed_list(seeds, num_candidates), prompt_index)
     elif num_candidates is not None:
@@ -290,16 +346,16 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
     alive, done, counts = list(range(len(records))), 0, [len(records)]
     for step, alpha in zip(steps, keep):
         # 1. run the live candidates to step s_k and score their x0 previews at sigma_{s_k}
-        began = time.perf_counter()
+        stage_began = time.perf_counter()
         x0 = flight.advance(step + 1, preview_step=step)
         images = flight.images(x0)
-        scores = _score(preview_rewards, images, prompt, sigma=sigmas[step])
+        scores = _score(preview_rewards, images, prompt, sigma=sigmas[step], clock=sampler.clock)
         reward_calls += len(alive) * len(rewards)
         # 2. keep the top n_k = max(1, round(n_{k-1} alpha_k)) by the (rank-summed) preview scores
         failures = _failures(scores, f"at step {step}")
         failed = {p for p, i in enumerate(alive) if records[i].failed} | set(failures)
         kept = _top(scores, max(1, round(len(alive) * alpha)), failed, f"at the step-{step} preview")
-        share = (time.perf_counter() - began) / len(alive)
+        share = (time.perf_counter() - stage_began) / len(alive)
         for position, index in enumerate(alive):
             candidate = records[index]
             candidate.stages.append({"step": step, "sigma": sigmas[step], "kept": position in kept,
@@ -316,13 +372,13 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
         counts.append(len(alive))
 
     # 3. denoise the survivors fully; the clean rewards choose among them
-    began = time.perf_counter()
+    stage_began = time.perf_counter()
     flight.advance(sampler.num_steps)
     latents = flight.latents()
     images = flight.images(latents)
-    scores = _score(rewards, images, prompt)
+    scores = _score(rewards, images, prompt, clock=sampler.clock)
     reward_calls += len(alive) * len(rewards)
-    share = (time.perf_counter() - began) / len(alive)
+    share = (time.perf_counter() - stage_began) / len(alive)
     failures = _failures(scores, "on the final image")
     for position, index in enumerate(alive):
         candidate = records[index]
@@ -336,9 +392,11 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
     best = records[alive[_top(scores, 1, excluded, "on the final image")[0]]]
     best.best = True
     nfe = sampler.nfe - nfe_before + candidates.nfe
+    seconds = {**sampler.clock.since(clock_before), "search": time.perf_counter() - began}
     return SearchResult(strategy or ("ttsnap" if steps else "best_of_n"), prompt_index, prompt, records, best,
                         nfe, reward_calls, cost.total(nfe, reward_calls), budget, tuple(steps), tuple(counts),
-                        flight.size)  # the size it ran with, so a replay runs the same batches
+                        flight.size,  # the size it ran with, so a replay runs the same batches
+                        reward_cost, budget_seconds, seconds)
 
 
 def ttsnap(sampler, prompt_index, rewards, **kwargs):
@@ -346,23 +404,29 @@ def ttsnap(sampler, prompt_index, rewards, **kwargs):
     return search(sampler, prompt_index, rewards, **kwargs)
 
 
-def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budget=None, previous=None,
-              reward_cost=1, micro_batch_size=None):
+def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budget=None, budget_seconds=None,
+              previous=None, reward_cost=None, cost=None, micro_batch_size=None):
     """Best-of-N over seeds, anytime: candidates of `previous` (an earlier `SearchResult` of the same sampler,
     prompt and rewards) are reused, so raising N or the budget only runs the new seeds.
 
     The combined choice (rank sum for several rewards) is recomputed over all N candidates. `cost` counts only
-    what this call spent; `previous.cost + result.cost` is the total, equal to a fresh run's.
+    what this call spent; `previous.cost + result.cost` is the total, equal to a fresh run's. `budget_seconds`,
+    `reward_cost` and `cost` (a `TimedCost`) as in `search`; `seconds` is what this call spent.
 
     Examples:
         >>> small = best_of_n(sampler, 0, reward, seeds=0, num_candidates=4)
         >>> large = best_of_n(sampler, 0, reward, seeds=0, num_candidates=16, previous=small)  # 12 new seeds
     """
     rewards = as_reward_dict(rewards)
+    if num_candidates is None and budget is None and budget_seconds is None:
+        raise ValueError("give one of `num_candidates`, `budget` (NFE-equivalents) and `budget_seconds`.")
+    budget, reward_cost, timed = resolve_budget(sampler, rewards, None, num_candidates=num_candidates, budget=budget,
+                                                budget_seconds=budget_seconds, cost=cost, reward_cost=reward_cost,
+                                                pruning=False)
+    began, clock_before = time.perf_counter(), sampler.clock.read()
     cost = CostModel.for_sampler(sampler, reward_cost, len(rewards))
-    if (num_candidates is None) == (budget is None):
-        raise ValueError(f"give exactly one of `num_candidates` and `budget`, got {num_candidates!r} and {budget!r}.")
-    count = check_candidate_count(num_candidates) if budget is None else plan_best_of_n(budget, cost)
+    count = check_candidate_count(num_candidates) if budget is None else plan_count(
+        sampler, len(rewards), budget=budget, reward_cost=reward_cost, budget_seconds=budget_seconds, timed=timed)
     count = check_candidate_count(count, source=f"`budget` {budget}")
     seeds = seed_list(seeds, count)
     old = {c.seed: c for c in previous.candidates} if previous is not None else {}
@@ -384,5 +448,7 @@ def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, b
     excluded = {p for p, c in enumerate(candidates) if c.failed}
     best = candidates[_top(scores, 1, excluded, "on the final image")[0]]
     best.best = True
+    seconds = {**sampler.clock.since(clock_before), "search": time.perf_counter() - began}
     return SearchResult("best_of_n", prompt_index, sampler.prompts[prompt_index], candidates, best, nfe,
-                        reward_calls, cost.total(nfe, reward_calls), budget, (), (len(candidates),))
+                        reward_calls, cost.total(nfe, reward_calls), budget, (), (len(candidates),),
+                        reward_cost=reward_cost, budget_seconds=budget_seconds, seconds=seconds)
