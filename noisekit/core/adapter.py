@@ -44,3 +44,12 @@ class AdapterBase:
             if with_uncond:
                 conditioning.added_uncond[key] = stack([r.added_uncond[key] for r in rows])
         return conditioning
+
+    def guide(self, uncond, cond, guidance_scale):
+        """CFG: the guided prediction from the unconditional and conditional ones (Qwen-Image also rescales it)."""
+        return uncond + guidance_scale * (cond - uncond)
+
+    def stock_latents(self, noise):
+        """What the stock pipeline's `latents=` takes for canonical noise `(B, C, h, w)`: the denoiser's layout
+        (FLUX.2 packs inside its `__call__` and takes the unpacked latents)."""
+        return self.pack(noise)

@@ -187,18 +187,17 @@ class SDXLAdapter(UNetAdapter):
 
 
 from .flow_families import FluxAdapter, SD3Adapter  # noqa: E402  (they build on Conditioning only)
+from .qwen_family import QwenImageAdapter  # noqa: E402
+from .flux2_family import Flux2Adapter, Flux2KleinAdapter  # noqa: E402
 
-ADAPTERS = [SDXLAdapter, UNetAdapter, SD3Adapter, FluxAdapter]  # the first whose `matches` accepts a pipe serves it
+# the first whose `matches` accepts a pipe serves it
+ADAPTERS = [SDXLAdapter, UNetAdapter, SD3Adapter, FluxAdapter, QwenImageAdapter, Flux2Adapter, Flux2KleinAdapter]
 
 # Pipeline classes noisekit knows and does not sample yet, each with why (checked along the class's MRO).
 REFUSED = {
-    "Flux2Pipeline": "FLUX.2 packs latents with a different patchifier and position ids and embeds text with a "
-                     "Mistral encoder; it has no noisekit adapter yet",
     "SanaPipeline": "SANA (DC-AE latents, Gemma text encoder, flow DPM-Solver) has no noisekit adapter yet",
     "PixArtSigmaPipeline": "PixArt-Sigma (a DiT whose output carries learned variance) has no noisekit adapter yet",
     "PixArtAlphaPipeline": "PixArt-Alpha (a DiT whose output carries learned variance) has no noisekit adapter yet",
-    "QwenImagePipeline": "Qwen-Image (packed latents, a Qwen2.5-VL text encoder, true CFG with norm rescale) has "
-                         "no noisekit adapter yet",
     "HunyuanDiTPipeline": "HunyuanDiT has no noisekit adapter yet",
     "Lumina2Pipeline": "Lumina 2 has no noisekit adapter yet",
     "ZImagePipeline": "Z-Image has no noisekit adapter yet",
@@ -217,7 +216,8 @@ def adapter_for(pipe):
             return adapter
     families = ", ".join(a.family for a in ADAPTERS)
     raise ValueError(f"noisekit has no family adapter for {type(pipe).__name__}; supported families: {families} "
-                     f"(UNet pipelines with `encode_prompt`, StableDiffusion3Pipeline, FluxPipeline).")
+                     f"(UNet pipelines with `encode_prompt`, StableDiffusion3Pipeline, FluxPipeline, QwenImagePipeline, "
+                     "Flux2Pipeline, Flux2KleinPipeline).")
 
 
 def check_supported(pipe):
