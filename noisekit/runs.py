@@ -21,6 +21,7 @@ import time
 from .results import with_digest, write_json
 
 STATE_DIR = ".noisekit"
+TIMED_PARTS = ("denoiser", "decode", "reward")  # `noisekit.core.clock.PARTS`, without importing torch here
 
 
 @dataclasses.dataclass
@@ -151,21 +152,32 @@ def shard(indices, group):
 
 
 class Meter:
-    """Work and time of this process's prompts: candidates, denoiser evaluations (NFE), peak memory."""
+    """Work and time of this process's prompts: candidates, denoiser evaluations (NFE), the seconds of the denoiser,
+    the VAE decode and the rewards (when the work measures them), peak memory."""
 
     def __init__(self):
         self.prompts = self.candidates = self.nfe = 0
+        self.parts = dict.fromkeys(TIMED_PARTS, 0.0)
         self.began = time.perf_counter()
 
-    def add(self, *, candidates, nfe):
+    def add(self, *, candidates, nfe, seconds=None):
+        """One prompt's work; `seconds` is `{part: seconds}` for some of `TIMED_PARTS`."""
         self.prompts += 1
         self.candidates += candidates
         self.nfe += nfe
+        for part, value in (seconds or {}).items():
+            if part in self.parts:
+                self.parts[part] += value
+
+    def describe_parts(self):
+        """`denoiser 1.2 s, decode 0.3 s, reward 0.1 s`: the progress bar's postfix."""
+        return ", ".join(f"{part} {value:.1f} s" for part, value in self.parts.items())
 
     def to_dict(self):
         return {"prompts": self.prompts, "candidates": self.candidates, "nfe": self.nfe,
-                "seconds": round(time.perf_counter() - self.began, 3), "peak_memory_bytes": peak_memory(),
-                "peak_vram_bytes": peak_vram()}
+                "seconds": round(time.perf_counter() - self.began, 3),
+                **{f"{part}_seconds": round(value, 3) for part, value in self.parts.items()},
+                "peak_memory_bytes": peak_memory(), "peak_vram_bytes": peak_vram()}
 
 
 def peak_memory():
@@ -189,10 +201,14 @@ def combine(processes, *, num_prompts, prompts_skipped=0, load_seconds=None):
     rate = lambda n: round(n / wall, 3) if wall > 0 else None
     per_prompt = wall / prompts if prompts else None
     vram = [p["peak_vram_bytes"] for p in processes if p["peak_vram_bytes"] is not None]
+    # the parts' seconds add up over processes (compute spent), unlike `seconds` (the slowest process's wall time)
+    parts = {f"{part}_seconds": round(sum(p.get(f"{part}_seconds", 0.0) for p in processes), 3)
+             for part in TIMED_PARTS}
     return {"num_processes": len(processes), "num_prompts": num_prompts, "prompts_run": prompts,
             "prompts_skipped": prompts_skipped,
             "candidates": sum(p["candidates"] for p in processes), "nfe": sum(p["nfe"] for p in processes),
-            "seconds": round(wall, 3), "candidates_per_second": rate(sum(p["candidates"] for p in processes)),
+            "seconds": round(wall, 3), **parts,
+            "candidates_per_second": rate(sum(p["candidates"] for p in processes)),
             "nfe_per_second": rate(sum(p["nfe"] for p in processes)),
             "seconds_per_prompt": round(per_prompt, 3) if per_prompt else None,
             "projected_seconds": round(per_prompt * num_prompts, 1) if per_prompt else None,
@@ -208,8 +224,11 @@ def describe(throughput):
     gib = lambda b: f"{b / 2**30:.2f} GiB"
     vram = f", peak VRAM {gib(t['peak_vram_bytes'])}" if t["peak_vram_bytes"] is not None else ""
     skipped = f" ({t['prompts_skipped']} done before)" if t["prompts_skipped"] else ""
-    return (f"throughput: {t['prompts_run']} prompts{skipped} in {t['seconds']:.1f} s on {t['num_processes']} "
-            f"process{'es' if t['num_processes'] > 1 else ''}: {t['candidates_per_second']:.2f} candidates/s, "
+    timed = [f"{part} {t[f'{part}_seconds']:.1f} s" for part in TIMED_PARTS if t.get(f"{part}_seconds")]
+    parts = f" ({', '.join(timed)})" if timed else ""
+    return (f"throughput: {t['prompts_run']} prompts{skipped} in {t['seconds']:.1f} s{parts} on "
+            f"{t['num_processes']} process{'es' if t['num_processes'] > 1 else ''}: "
+            f"{t['candidates_per_second']:.2f} candidates/s, "
             f"{t['nfe_per_second']:.1f} NFE/s, {t['seconds_per_prompt']:.2f} s/prompt, peak memory "
             f"{gib(t['peak_memory_bytes'])}{vram}; all {t['num_prompts']} prompts: "
             f"{_duration(t['projected_seconds'])}")
@@ -224,9 +243,10 @@ def _duration(seconds):
 
 
 def run_prompts(folder, group, work, *, on_done=None, progress=None):
-    """Run `work(index) -> (entries, candidates, nfe)` on this process's share of the pending prompts, saving
-    each prompt as it finishes. `on_done()` runs on the main process after each of its prompts (to rewrite the
-    merged results). Returns how many prompts were pending and this process's meter."""
+    """Run `work(index) -> (entries, candidates, nfe[, seconds])` on this process's share of the pending prompts,
+    saving each prompt as it finishes (`seconds`: `{part: seconds}` of `TIMED_PARTS`, shown on the progress bar).
+    `on_done()` runs on the main process after each of its prompts (to rewrite the merged results). Returns how many
+    prompts were pending and this process's meter."""
     if group.is_main:
         folder.start()
     pending = folder.pending()
@@ -236,17 +256,32 @@ def run_prompts(folder, group, work, *, on_done=None, progress=None):
         progress.reset(total=len(mine))
     meter = Meter()
     for index in mine:
-        entries, candidates, nfe = work(index)
+        entries, candidates, nfe, *timed = work(index)
         folder.save(index, entries)
-        meter.add(candidates=candidates, nfe=nfe)
+        meter.add(candidates=candidates, nfe=nfe, seconds=timed[0] if timed else None)
         if group.is_main and on_done is not None:
             on_done()
         if progress is not None:
+            if timed:
+                progress.set_postfix_str(meter.describe_parts(), refresh=False)
             progress.update(1)
     measured = meter.to_dict()
     write_json(folder.throughput_path(group), measured)
     group.wait()  # every prompt file and meter is written
     return len(pending), measured
+
+
+def shared_record(folder, group, name, make):
+    """A JSON record every process of the run uses alike (a measurement): the main process reads
+    `.noisekit/{name}.json`, or writes `make()` there when the run has none yet (so a resumed run reuses it); the
+    others wait for it and read it."""
+    path = os.path.join(folder.state_dir, f"{name}.json")
+    if group.is_main:
+        folder.start()  # the run record first: the folder then belongs to this command, and so does the record
+        if _read_json(path) is None:
+            write_json(path, make())
+    group.wait()
+    return _read_json(path)
 
 
 def gather_throughput(folder, group, *, pending, load_seconds=None):

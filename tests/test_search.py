@@ -319,7 +319,17 @@ def test_cli_best_of_n_prompt_file_json(tmp_path, model_dir, judge_dirs, capsys)
     (["--strategy", "ttsnap", "--schedule", "0,1"], "UserError", "--schedule and --keep together"),
     (["--reward", "nonexistent"], "UserError", "is not registered; choose from"),
     (["--strategy", "ttsnap", "--schedule", "0,3", "--keep", "0.5,0.5"], "ValueError", "below the last step 3"),
-    (["--budget_nfe", "4"], "ValueError", "`budget` must be an integer of at least 5"),
+    (["--budget_nfe", "4", "--cost_model", "fixed"], "ValueError", "`budget` must be an integer of at least 5"),
+    (["--budget_nfe", "3", "--reward_cost", "0"], "ValueError", "`budget` must be an integer of at least 4"),
+    (["--budget_seconds", "-3"], "UserError", "--budget_seconds must be a number of seconds > 0 .* got -3.0"),
+    (["--budget_seconds", "0"], "UserError", "--budget_seconds must be a number of seconds > 0"),
+    (["--budget_seconds", "nan"], "UserError", "--budget_seconds must be a number of seconds > 0"),
+    (["--budget_seconds", "5", "--budget_nfe", "50"], "UserError",
+     "give one of --num_candidates, --budget_nfe, --budget_seconds, not --budget_nfe and --budget_seconds"),
+    (["--num_candidates", "2", "--budget_nfe", "50"], "UserError", "not --num_candidates and --budget_nfe"),
+    (["--cost_model", "measured", "--reward_cost", "2"], "UserError", "--reward_cost applies to --cost_model fixed"),
+    (["--reward_cost", "-1"], "UserError", "--reward_cost must be a number >= 0"),
+    (["--budget_seconds", "1e-9"], "ValueError", "`budget_seconds` 1e-09 buys 0 NFE-equivalents at .* s per NFE"),
     (["--schedule", "1", "--keep", "0.5"], "UserError", "apply to --strategy ttsnap only"),
 ])
 def test_cli_errors_name_the_argument(tmp_path, model_dir, judge_dirs, extra, error, message):

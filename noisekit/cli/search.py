@@ -2,9 +2,16 @@
 `grid.png` with every candidate's scores, and `results.json` with one record per candidate.
 
     noisekit search "a red circle on a white background" --reward shapes-judge --strategy ttsnap --budget_nfe 800
+    noisekit search "a red circle on a white background" --strategy ttsnap --budget_seconds 5
+
+Costs: a reward call (decode + score of one image) is charged the NFE-equivalents measured at the start of the run
+(`--cost_model measured`, the default: a few denoiser steps and decode + reward calls are timed, once per run folder)
+or a constant (`--cost_model fixed`, `--reward_cost`, 1 by default: the accounting of earlier runs).
+`--budget_seconds` becomes NFE-equivalents through the measured seconds per NFE before N0 is planned.
 """
 
 import json
+import math
 import os
 import time
 
@@ -12,6 +19,17 @@ from .common import (UserError, add_prompt_flags, add_sampling_flags, check_samp
                      read_prompts, run_all, run_settings, sampler_settings)
 
 STRATEGIES = ("best_of_n", "ttsnap")
+COST_MODELS = ("measured", "fixed")  # `noisekit.search.timing.COST_MODELS`
+FIXED_REWARD_COST = 1  # `noisekit.search.timing.FIXED_REWARD_COST`: the CLI imports no torch before it must
+BUDGET_FLAGS = ("--num_candidates", "--budget_nfe", "--budget_seconds")
+
+
+def number(text):
+    """An int when the text is one (`--reward_cost 1` stays 1), else a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def register(commands):
@@ -26,11 +44,18 @@ def register(commands):
                         help="noise-aware reward(s) for x0 previews, one per --reward (default: the clean rewards "
                              "scoring previews as clean images)")
     parser.add_argument("--strategy", default="best_of_n", choices=STRATEGIES)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--num_candidates", type=int, default=None, help="N (best-of-N) or N0 (TTSnap); default 8")
-    group.add_argument("--budget_nfe", type=int, default=None,
-                       help="budget per prompt in NFE-equivalents (denoiser evaluations + reward calls)")
-    parser.add_argument("--reward_cost", type=int, default=1, help="NFE-equivalents charged per reward call")
+    parser.add_argument("--num_candidates", type=int, default=None, help="N (best-of-N) or N0 (TTSnap); default 8")
+    parser.add_argument("--budget_nfe", type=int, default=None,
+                        help="budget per prompt in NFE-equivalents (denoiser evaluations + reward calls)")
+    parser.add_argument("--budget_seconds", type=float, default=None,
+                        help="budget per prompt in seconds, converted to NFE-equivalents through the measured "
+                             "seconds per NFE")
+    parser.add_argument("--cost_model", default=None, choices=COST_MODELS,
+                        help="what a reward call is charged: measured (default; timed at the start of the run) or "
+                             "fixed (--reward_cost, 1 unless given; the accounting of earlier runs)")
+    parser.add_argument("--reward_cost", type=number, default=None,
+                        help="NFE-equivalents charged per reward call with --cost_model fixed (given alone, it "
+                             "selects fixed)")
     parser.add_argument("--schedule", default=None, help="TTSnap pruning points, e.g. 2,6,11 (default: the paper's)")
     parser.add_argument("--keep", default=None, help="TTSnap keep ratios, e.g. 0.4,0.4,0.5")
     parser.add_argument("--schedule_unit", default="step", choices=["step", "sigma"])
@@ -104,20 +129,37 @@ def schedule_of(args, num_rewards, num_steps):
     return PruningSchedule(points, keep, args.schedule_unit)
 
 
+def check_budget_flags(args):
+    """One of --num_candidates, --budget_nfe and --budget_seconds, each in its range; the cost model resolved."""
+    given = [flag for flag in BUDGET_FLAGS if getattr(args, flag[2:]) is not None]
+    if len(given) > 1:
+        raise UserError(f"give one of {', '.join(BUDGET_FLAGS)}, not {' and '.join(given)}.")
+    if args.num_candidates is not None and args.num_candidates < 1:
+        raise UserError(f"--num_candidates must be >= 1, got {args.num_candidates}.")
+    if args.budget_nfe is not None and args.budget_nfe < 1:
+        raise UserError(f"--budget_nfe must be >= 1, got {args.budget_nfe}.")
+    seconds = args.budget_seconds
+    if seconds is not None and (not math.isfinite(seconds) or seconds <= 0):
+        raise UserError(f"--budget_seconds must be a number of seconds > 0 (the budget per prompt), got {seconds}.")
+    if args.cost_model is None:
+        args.cost_model = "fixed" if args.reward_cost is not None else "measured"
+    if args.cost_model == "measured" and args.reward_cost is not None:
+        raise UserError("--reward_cost applies to --cost_model fixed; measured times the reward calls itself.")
+    if args.reward_cost is not None and (not math.isfinite(args.reward_cost) or args.reward_cost < 0):
+        raise UserError(f"--reward_cost must be a number >= 0 (NFE-equivalents per reward call), got "
+                        f"{args.reward_cost}.")
+
+
 def check_args(args):
     if args.num_images is not None:
-        raise UserError("--num_images does not apply to search; use --num_candidates N or --budget_nfe B.")
+        raise UserError("--num_images does not apply to search; use --num_candidates N, --budget_nfe B or "
+                        "--budget_seconds S.")
     check_sampling_flags(args)
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}.")
     if args.steps < 2:
         raise UserError(f"--steps must be >= 2 for search, got {args.steps}.")
-    if args.num_candidates is not None and args.num_candidates < 1:
-        raise UserError(f"--num_candidates must be >= 1, got {args.num_candidates}.")
-    if args.budget_nfe is not None and args.budget_nfe < 1:
-        raise UserError(f"--budget_nfe must be >= 1, got {args.budget_nfe}.")
-    if args.reward_cost < 0:
-        raise UserError(f"--reward_cost must be >= 0, got {args.reward_cost}.")
+    check_budget_flags(args)
     if args.strategy == "best_of_n" and (args.schedule or args.keep or args.preview_reward):
         raise UserError("--schedule, --keep and --preview_reward apply to --strategy ttsnap only.")
 
@@ -167,14 +209,21 @@ def run_search(args):
     with torch.no_grad():  # the run's prompts, encoded once (all of them in every process: the same encodings)
         sampler = run_sampler(pipe, prompts, plan, **sampler_settings(args))
     schedule = schedule_of(args, len(rewards), sampler.num_steps) if args.strategy == "ttsnap" else ()
-    count = None if args.budget_nfe is not None else args.num_candidates or 8
-    stage = SearchStage(rewards, args.strategy, count, args.budget_nfe,
-                        schedule or None, preview_rewards, args.reward_cost, args.cost_formula, args.batch_size)
+    cost = run_cost(args, folder, group, sampler, preview_rewards if schedule else None, rewards)
+    fixed = FIXED_REWARD_COST if args.reward_cost is None else args.reward_cost
+    budget_nfe = args.budget_nfe if args.budget_seconds is None else cost.budget_nfe(args.budget_seconds)
+    count = None if budget_nfe is not None else args.num_candidates or 8
+    stage = SearchStage(rewards, args.strategy, count, args.budget_nfe, schedule or None, preview_rewards,
+                        reward_cost=None if cost is not None else fixed, formula=args.cost_formula,
+                        micro_batch_size=args.batch_size, budget_seconds=args.budget_seconds, cost=cost)
     plan = replace_stage(plan, search=stage)
     settings = {**run_settings(args, sampler), "strategy": args.strategy, "rewards": list(rewards),
-                "preview_rewards": args.preview_reward, "reward_cost": args.reward_cost,
-                "schedule": schedule.to_dict() if schedule else None, "budget_nfe": args.budget_nfe,
-                "num_candidates": args.num_candidates, "cost_formula": args.cost_formula}
+                "preview_rewards": args.preview_reward, "schedule": schedule.to_dict() if schedule else None,
+                "num_candidates": args.num_candidates, "budget_seconds": args.budget_seconds,
+                "budget_nfe": budget_nfe,  # with --budget_seconds, the NFE-equivalents it became
+                "reward_cost": cost.reward_cost if cost is not None else fixed,
+                "cost_model": cost.to_dict() if cost is not None else {"name": "fixed", "reward_cost": fixed},
+                "cost_formula": args.cost_formula}
     path = os.path.join(args.output_dir, "results.json")
     load_seconds = round(time.perf_counter() - began, 3)
 
@@ -183,7 +232,8 @@ def run_search(args):
         result = search_prompt(sampler, plan, index, args.seed)
         records, summary = save_prompt(result, index, len(prompts), args.output_dir)
         summary = {**summary, "seconds": round(time.perf_counter() - start, 3)}
-        return {"prompts": [summary], "candidates": records}, len(result.candidates), result.nfe
+        timed = {part: result.seconds[part] for part in ("denoiser", "decode", "reward")}
+        return {"prompts": [summary], "candidates": records}, len(result.candidates), result.nfe, timed
 
     finished = run_all(args, folder, group, work, settings, desc="search", load_seconds=load_seconds)
     if finished is None:  # not the main process
@@ -194,8 +244,44 @@ def run_search(args):
         print(json.dumps({"results": path, "prompts": results["prompts"], "throughput": throughput}, indent=2))
     else:
         print(f"wrote {os.path.join(args.output_dir, 'grid.png')}, {path} and index.html")
+        print(describe_cost(settings))
         print(describe(throughput))
     return 0
+
+
+def run_cost(args, folder, group, sampler, preview_rewards, rewards):
+    """The run's `TimedCost`, or `None` for the fixed model without a seconds budget (nothing to time). Measured
+    once per run folder, on the main process, with the rewards that score previews when the search prunes; a resumed
+    run and every process of the run plan from the same measurement."""
+    import torch
+
+    from ..runs import shared_record
+    from ..search.timing import TimedCost, measure_cost
+
+    if args.cost_model == "fixed" and args.budget_seconds is None:
+        return None
+
+    def measure():
+        with torch.no_grad():
+            return measure_cost(sampler, preview_rewards or rewards).to_dict()
+
+    cost = TimedCost.from_dict(shared_record(folder, group, "cost", measure))
+    if args.cost_model == "fixed":
+        return cost.as_fixed(FIXED_REWARD_COST if args.reward_cost is None else args.reward_cost)
+    return cost
+
+
+def describe_cost(settings):
+    """One line: what a reward call was charged and, with a seconds budget, the NFE-equivalents it became."""
+    model = settings["cost_model"]
+    line = f"cost: a reward call = {settings['reward_cost']} NFE-equivalents ({model['name']}"
+    if "seconds_per_nfe" in model:
+        line += (f"; measured {model['seconds_per_nfe'] * 1e3:.3g} ms per NFE, "
+                 f"{model['seconds_per_reward_call'] * 1e3:.3g} ms per decode + reward call")
+    line += ")"
+    if settings["budget_seconds"] is not None:
+        line += f"; {settings['budget_seconds']:g} s per prompt = {settings['budget_nfe']} NFE-equivalents"
+    return line
 
 
 def write_grid(results, output_dir):

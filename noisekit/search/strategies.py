@@ -3,7 +3,7 @@
 Every candidate is a `Candidate` record keyed by its seed: its noise recipe, the scores of each stage it reached,
 its final (clean) scores if it survived, and what it cost. Rewards are callables
 `reward(images, prompts, sigma=None) -> (B,)` (`noisekit.rewards`); several rewards are combined by the sum of
-their per-prompt ranks, never raw sums. Costs are exact integers (see `noisekit.search.budget`).
+their per-prompt ranks, never raw sums. Costs are exact (see `noisekit.search.budget`); seconds are measured.
 
 A reward that returns NaN or +/-inf for a candidate has failed on it: the candidate ranks below every other at
 that stage, is never chosen, and its record says why (`failed`); a stage at which every candidate fails raises.
@@ -13,7 +13,6 @@ previews with a (noise-aware) reward and keep the top fraction; the survivors ar
 the clean reward. A pruned candidate is cheap because it never finishes.
 """
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -23,15 +22,13 @@ import torch
 
 from .budget import CostModel, PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
 from ..core.candidates import from_seeds, seed_list
-from ..rewards.base import NoiseAwareReward, ignore_sigma
 from ..rewards.combine import finite_mask, rank_sum, top_positions
+from .scoring import DECODE_BATCH, as_reward_dict, decode_in_pieces, preview_view, step_sigmas  # noqa: F401
+from .scoring import score as _score
 
 # Every candidate's noise (and later its image) is held at once, so a search has a ceiling; a budget of 1e12
 # would otherwise allocate a list of 1e11 seeds before anything runs.
 MAX_CANDIDATES = 16384
-# Images decoded at once: the VAE's activations for a whole search's candidates would set the peak memory (about
-# 3 MB per shapes-world candidate); in pieces the peak no longer grows with the candidate count.
-DECODE_BATCH = 8
 # Candidates per denoiser batch unless one is given: the activations of one batch of every candidate (x2 under CFG)
 # grew the peak memory by about 1.3 MB per shapes-world candidate; 32 keeps it flat and a GPU busy.
 MICRO_BATCH = 32
@@ -101,33 +98,6 @@ class SearchResult:
                 **{f"{part}_seconds": round(value, 4) for part, value in self.seconds.items()}}
 
 
-def step_sigmas(sampler):
-    """Noise level sigma of the sample each loop pass reads (the level its x0 preview is taken at), as floats in
-    VE units (x0 + sigma eps): the scheduler's `sigmas` where it has them, else sqrt((1 - alpha_bar_t) /
-    alpha_bar_t); flow sigma s reads as s / (1 - s), so one noise-aware reward serves every family."""
-    return [sampler.adapter.preview_sigma(sampler.scheduler, i, t) for i, t in enumerate(sampler.timesteps)]
-
-
-def as_reward_dict(rewards):
-    """A reward or `{name: reward}` -> `{name: reward}` (a lone reward is named "reward")."""
-    if isinstance(rewards, dict):
-        if not rewards:
-            raise ValueError("`rewards` must hold at least one reward, got an empty dict.")
-        return dict(rewards)
-    if not callable(rewards):
-        raise TypeError(f"`rewards` must be a reward or a dict of name -> reward, got {type(rewards).__name__}.")
-    return {"reward": rewards}
-
-
-def preview_view(reward):
-    """The reward to score x0 previews with: a noise-aware reward as is, a clean one through `ignore_sigma`."""
-    if getattr(reward, "noise_aware", False):
-        return reward
-    if isinstance(reward, NoiseAwareReward):
-        return ignore_sigma(reward)
-    return lambda images, prompts, sigma=None: reward(images, prompts)
-
-
 def check_candidate_count(count, *, source="`num_candidates`"):
     """`count` if a search can hold that many candidates, else a one-line ValueError naming where it came from."""
     if count > MAX_CANDIDATES:
@@ -154,25 +124,6 @@ def _top(scores, count, excluded, what):
         raise ValueError(f"every one of the {len(combined)} candidates failed {what}: a reward scored each NaN or "
                          "+/-inf (here or at an earlier stage), so none can be chosen; check the reward.")
     return top_positions(combined, count).tolist()
-
-
-def _score(rewards, images, prompt, sigma=None, clock=None):
-    """`{name: (B,) scores}`; the rewards' seconds are added to `clock`'s `reward` part when one is given."""
-    prompts = [prompt] * len(images)
-    kwargs = {} if sigma is None else {"sigma": sigma}
-    with clock.time("reward") if clock is not None else contextlib.nullcontext():
-        # `.cpu()` waits for the scores, so a GPU reward's seconds end when its scores exist
-        return {name: torch.as_tensor(r(images, prompts, **kwargs)).float().cpu().flatten()
-                for name, r in rewards.items()}
-
-
-def decode_in_pieces(sampler, latents, output_type="pil"):
-    """`latents` decoded `DECODE_BATCH` at a time (the peak memory no longer grows with the candidate count, and a
-    search and its replay decode in the same pieces)."""
-    parts = [sampler.decode(latents[i : i + DECODE_BATCH], output_type) for i in range(0, len(latents), DECODE_BATCH)]
-    if output_type == "pil":
-        return [image for part in parts for image in part]
-    return torch.cat([torch.as_tensor(part) for part in parts])
 
 
 class Flight:

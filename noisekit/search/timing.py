@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..core.candidates import from_seeds
+from .scoring import as_reward_dict, decode_in_pieces, preview_view, score, step_sigmas
 
 FIXED_REWARD_COST = 1  # the assumed NFE-equivalents per reward call of earlier runs (cost model "fixed")
 COST_MODELS = ("measured", "fixed")
@@ -112,8 +113,6 @@ def measure_cost(sampler, rewards, *, prompt_index=0, num_candidates=PROBE_CANDI
         `TimedCost`. The probe's work is counted in `sampler.nfe` and its clock, and in `probe`, never in a
         search's result.
     """
-    from .strategies import _score, as_reward_dict, decode_in_pieces, preview_view, step_sigmas
-
     rewards = {n: preview_view(r) for n, r in as_reward_dict(rewards).items()}
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"`repeats` must be a positive integer, got {repeats!r}.")
@@ -126,7 +125,7 @@ def measure_cost(sampler, rewards, *, prompt_index=0, num_candidates=PROBE_CANDI
             timed, nfe, images = clock.read(), sampler.nfe, 0
         x0 = sampler.start_candidates(candidates).step(preview=True)
         pictures = decode_in_pieces(sampler, x0)
-        _score(rewards, pictures, prompt, sigma=sigma, clock=clock)
+        score(rewards, pictures, prompt, sigma=sigma, clock=clock)
         images += len(pictures)
     spent, nfe = clock.since(timed), sampler.nfe - nfe
     seconds_per_nfe = spent["denoiser"] / nfe

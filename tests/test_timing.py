@@ -1,0 +1,163 @@
+"""Cost as it is spent: seconds by part (denoiser, decode, reward) per search and per run, the measured NFE-equivalent
+of a reward call, and budgets in seconds. Nothing here depends on the machine's speed: the seconds are checked for
+presence, sign and sums, and the conversions with an injected `TimedCost`."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from noisekit import Sampler
+from noisekit.cli import main
+from noisekit.search.budget import CostModel, default_schedule, plan_best_of_n, plan_ttsnap
+from noisekit.search.draft import cheap_draft
+from noisekit.search.strategies import best_of_n, search
+from noisekit.search.timing import FIXED_REWARD_COST, TimedCost, measure_cost
+
+PROMPT = "a large red circle in the top left on a black background"
+PARTS = ("denoiser", "decode", "reward")
+INJECTED = TimedCost(seconds_per_nfe=0.01, seconds_per_reward_call=0.025)  # 1 s = 100 NFE; a call = 2.5 NFE
+
+
+def brightness(images, prompts, **_):
+    return torch.tensor([float(np.array(image, dtype=np.float32).mean()) for image in images])
+
+
+@pytest.fixture(scope="module")
+def sampler(sd1_pipe):
+    with torch.no_grad():
+        return Sampler(sd1_pipe, [PROMPT], num_inference_steps=4, guidance_scale=5.0)
+
+
+def check_seconds(seconds):
+    """The three parts are recorded, non-negative, and add up to at most the whole."""
+    assert set(seconds) == {*PARTS, "search"}
+    assert all(seconds[part] >= 0 for part in PARTS)
+    assert sum(seconds[part] for part in PARTS) <= seconds["search"]
+
+
+def test_a_search_records_the_seconds_of_each_part(sampler):
+    for result in (search(sampler, 0, brightness, num_candidates=5, schedule=None),
+                   best_of_n(sampler, 0, brightness, num_candidates=3)):
+        check_seconds(result.seconds)
+        assert result.seconds["denoiser"] > 0 and result.seconds["decode"] > 0
+        summary = result.summary()
+        assert all(summary[f"{part}_seconds"] >= 0 for part in (*PARTS, "search"))
+
+
+def test_measured_cost_times_denoiser_and_reward_calls(sampler):
+    nfe = sampler.nfe
+    cost = measure_cost(sampler, brightness, num_candidates=4, repeats=2)
+    assert sampler.nfe - nfe == 3 * 4 * 2  # warm-up + 2 timed first steps of 4 candidates, CFG
+    assert cost.probe["nfe"] == 2 * 4 * 2 and cost.probe["images"] == 2 * 4 and cost.probe["reward_calls"] == 8
+    assert cost.seconds_per_nfe > 0 and cost.seconds_per_reward_call > 0 and cost.name == "measured"
+    assert cost.reward_cost == cost.measured_ratio == round(cost.seconds_per_reward_call / cost.seconds_per_nfe, 3)
+    assert TimedCost.from_dict(json.loads(json.dumps(cost.to_dict()))) == cost
+    fixed = cost.as_fixed()
+    assert fixed.reward_cost == FIXED_REWARD_COST and fixed.measured_ratio == cost.measured_ratio
+
+
+def test_budget_seconds_plans_through_an_injected_cost(sampler):
+    assert INJECTED.reward_cost == 2.5 and INJECTED.budget_nfe(1.0) == 100 and INJECTED.budget_nfe(0.999) == 99
+    result = search(sampler, 0, brightness, budget_seconds=1.5, cost=INJECTED, schedule=None)  # TTSnap's default
+    steps = result.steps
+    model = CostModel(sampler.num_steps, sampler.nfe_per_step, 2.5)
+    assert result.budget == 150 and result.budget_seconds == 1.5 and result.reward_cost == 2.5
+    assert len(result.candidates) == plan_ttsnap(150, model, steps, default_schedule(1, 4).keep)
+    assert result.cost == result.nfe + 2.5 * result.reward_calls <= 150
+    check_seconds(result.seconds)
+    bon = best_of_n(sampler, 0, brightness, budget_seconds=1.5, cost=INJECTED)
+    assert len(bon.candidates) == plan_best_of_n(150, model) == 150 // (4 * 2 + 2.5)
+    assert bon.cost <= 150 and bon.summary()["budget_seconds"] == 1.5
+
+
+def test_cheap_draft_spends_a_seconds_budget(sd1_pipe, sampler):
+    with torch.no_grad():
+        drafts = Sampler(sd1_pipe, [PROMPT], num_inference_steps=2, guidance_scale=5.0)
+    result = cheap_draft(drafts, sampler, 0, brightness, budget_seconds=1.0, cost=INJECTED, finish=2)
+    # 100 NFE-eq: 2 finished candidates cost 2 x (8 + 2.5); each draft 4 + 2.5 -> (100 - 21) // 6.5 = 12 drafts
+    assert len(result.drafts.candidates) == 12 and len(result.final.candidates) == 2
+    assert result.cost <= 100 and result.budget == 100 and result.budget_seconds == 1.0
+    assert set(result.seconds) == {*PARTS, "search"} and all(v >= 0 for v in result.seconds.values())
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"budget_seconds": -1.0, "cost": INJECTED}, "`budget_seconds` must be a finite number of seconds > 0, got -1.0"),
+    ({"budget_seconds": 0, "cost": INJECTED}, "`budget_seconds` must be a finite number of seconds > 0, got 0"),
+    ({"budget_seconds": math.inf, "cost": INJECTED}, "`budget_seconds` must be a finite number of seconds > 0"),
+    ({"budget_seconds": 1.0, "num_candidates": 3}, "not `num_candidates` and `budget_seconds`"),
+    ({"budget_seconds": 1.0, "budget": 90}, "not `budget` and `budget_seconds`"),
+    ({"num_candidates": 2, "reward_cost": 1, "cost": INJECTED}, "give `reward_cost` .* or `cost`"),
+    ({"budget_seconds": 0.05, "cost": INJECTED}, "`budget_seconds` 0.05 buys 5 NFE-equivalents at 0.01 s per NFE"),
+])
+def test_seconds_budget_errors_name_what_is_allowed(sampler, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        search(sampler, 0, brightness, **kwargs)
+
+
+# --- the command line ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, sd1_pipe):
+    folder = tmp_path_factory.mktemp("model")
+    sd1_pipe.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def judge_dir(tmp_path_factory):
+    from noisekit.shapes.judge import ShapesJudge
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("judge")
+    ShapesJudge(width=8).save_pretrained(folder)
+    return str(folder)
+
+
+def run_search(model_dir, judge_dir, out, *extra):
+    return main(["search", PROMPT, "--model", model_dir, "--reward_path", f"shapes-judge={judge_dir}", "--steps", "4",
+                 "--output_dir", str(out), "--quiet", *extra])
+
+
+def test_cli_budget_seconds_records_the_plan_and_the_seconds(tmp_path, model_dir, judge_dir, capsys):
+    out = tmp_path / "out"
+    # a measurement already in the run folder is the run's (as on resume): the plan follows from it alone
+    os.makedirs(out / ".noisekit")
+    (out / ".noisekit" / "cost.json").write_text(json.dumps(INJECTED.to_dict()))
+    assert run_search(model_dir, judge_dir, out, "--strategy", "ttsnap", "--schedule", "0,1", "--keep", "0.5,0.5",
+                      "--budget_seconds", "1.2") == 0
+    printed = capsys.readouterr().out
+    assert "1.2 s per prompt = 120 NFE-equivalents" in printed and "decode" in printed
+    results = json.loads((out / "results.json").read_text())
+    settings, summary = results["settings"], results["prompts"][0]
+    assert settings["budget_seconds"] == 1.2 and settings["budget_nfe"] == 120 and settings["reward_cost"] == 2.5
+    assert settings["cost_model"]["name"] == "measured" and settings["cost_model"]["seconds_per_nfe"] == 0.01
+    model = CostModel(4, 2, 2.5)
+    assert len(results["candidates"]) == plan_ttsnap(120, model, (0, 1), (0.5, 0.5))
+    assert summary["budget"] == 120 and summary["budget_seconds"] == 1.2 and summary["cost"] <= 120
+    parts = [summary[f"{part}_seconds"] for part in PARTS]
+    assert all(p >= 0 for p in parts) and sum(parts) <= summary["search_seconds"] + 1e-3
+    assert summary["search_seconds"] <= summary["seconds"] + 1e-3
+    throughput = results["run"]["throughput"]
+    totals = [throughput[f"{part}_seconds"] for part in PARTS]
+    assert all(t >= 0 for t in totals) and sum(totals) <= throughput["seconds"] + 1e-3
+
+
+def test_cli_measures_the_reward_cost_unless_fixed(tmp_path, model_dir, judge_dir):
+    measured, fixed = tmp_path / "measured", tmp_path / "fixed"
+    assert run_search(model_dir, judge_dir, measured, "--num_candidates", "2") == 0
+    settings = json.loads((measured / "results.json").read_text())["settings"]
+    model = settings["cost_model"]
+    assert model["name"] == "measured" and model["probe"]["nfe"] > 0 and model["seconds_per_nfe"] > 0
+    assert settings["reward_cost"] == model["measured_ratio"] >= 0 and settings["budget_nfe"] is None
+    assert (measured / ".noisekit" / "cost.json").is_file()
+    assert run_search(model_dir, judge_dir, fixed, "--num_candidates", "2", "--cost_model", "fixed") == 0
+    results = json.loads((fixed / "results.json").read_text())
+    assert results["settings"]["cost_model"] == {"name": "fixed", "reward_cost": 1}
+    assert not (fixed / ".noisekit" / "cost.json").exists()  # nothing timed: the accounting of earlier runs
+    summary = results["prompts"][0]
+    assert summary["cost"] == summary["nfe"] + summary["reward_calls"] and summary["reward_cost"] == 1
