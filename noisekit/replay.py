@@ -119,7 +119,8 @@ def replay_results(path, *, output_dir=None, npnet=None, device=None, progress=N
             raise ValueError("the recipes use golden noise but the settings name no NPNet; pass --npnet PATH.")
         resize = any(s["params"].get("resize") for r in all_records for s in r["recipe"]["transforms"]
                      if s["name"] == "npnet")
-        context["npnet"] = load_npnet(source, pipe, resize=resize)
+        context["npnet"] = load_npnet(source, pipe, resize=resize, height=settings.get("height"),
+                                      width=settings.get("width"))
     report = {"images": 0, IDENTICAL: 0, WITHIN_TOLERANCE: 0, DIFFERENT: 0, "max_pixel_difference": 0,
               "noise": {IDENTICAL: 0, WITHIN_TOLERANCE: 0, DIFFERENT: 0}, "max_noise_difference": 0.0,
               "output_dir": output_dir, "per_image": []}

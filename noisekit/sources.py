@@ -120,14 +120,16 @@ def load_scheduler(model=None):
     return scheduler_class.from_config(config)
 
 
-def load_npnet(source, pipe, *, resize=False):
-    """An NPNet by name: the shipped `shapes-npnet`, a saved folder, or an official `.pth`/`.safetensors` file."""
+def load_npnet(source, pipe, *, resize=False, height=None, width=None):
+    """An NPNet by name: the shipped `shapes-npnet`, a saved folder, or an official `.pth`/`.safetensors` file;
+    checked to fit `pipe` at `height` x `width` pixels (its default size when `None`)."""
     from .transforms.npnet import NoisePromptNet, check_fit
 
     location, _ = resolve(source, kind="npnet")
     if os.path.isdir(location):
         npnet = NoisePromptNet.from_pretrained(location)
-        check_fit(npnet, pipe, resize=resize)
+        check_fit(npnet, pipe, height, width, resize)
     else:
-        npnet = NoisePromptNet.from_official_checkpoint(location, pipe=pipe, resize=resize)
+        npnet = NoisePromptNet.from_official_checkpoint(location, pipe=pipe, height=height, width=width,
+                                                        resize=resize)
     return npnet.eval().to(pipe.device)

@@ -105,8 +105,8 @@ def test_forward_rejects_wrong_inputs_and_leaves_them_untouched():
         net(torch.randn(2, 4, 8, 8), embeds)
     with pytest.raises(ValueError, match=r"`prompt_embeds` must have shape \(1 or 2, 32, 64\)"):
         net(x, torch.randn(2, 77, 64))
-    with pytest.raises(ValueError, match="`latent_channels` must be 4"):
-        NoisePromptNet(sample_size=16, latent_channels=16, swin_kwargs=SMALL_SWIN)
+    with pytest.raises(ValueError, match="`latent_channels` must be a positive integer, got 0"):
+        NoisePromptNet(sample_size=16, latent_channels=0, swin_kwargs=SMALL_SWIN)
 
 
 def _official_layouts(net, folder):

@@ -154,7 +154,8 @@ def load_run(args, *, device=None):
     pipe = load_pipeline(args.model, device=device or args.device)
     if args.zero_snr:
         zero_snr(pipe, mode=args.zero_snr)
-    npnet = load_npnet(args.npnet, pipe, resize=args.npnet_resize) if args.npnet else None
+    npnet = load_npnet(args.npnet, pipe, resize=args.npnet_resize, height=args.height,
+                       width=args.width) if args.npnet else None
     return pipe, NoisePlan(library=library, npnet=npnet, npnet_resize=args.npnet_resize, nlg=nlg)
 
 

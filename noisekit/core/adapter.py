@@ -34,6 +34,12 @@ class AdapterBase:
     def vae_scale_factor(self):
         return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
 
+    def prompt_sequence(self, conditioning, rows):
+        """`(len(rows), T, D)`: each prompt as one token sequence, what prompt-conditioned noise transforms (NPNet)
+        read: the stock call's positive `prompt_embeds` (SD/SDXL: what the official NPNet feeds; SD3: CLIP + T5
+        joined, at full length whatever the adapter encodes internally)."""
+        return torch.cat([self.call_embeds(conditioning, int(row))["prompt_embeds"] for row in rows])
+
     def encode(self, prompts, negative_prompt=None, with_uncond=True, height=None, width=None):
         """Encode each distinct prompt on its own (a prompt's embedding never depends on the others in a run)."""
         rows = [self._encode_one(p, negative_prompt, with_uncond, height, width) for p in prompts]

@@ -247,6 +247,17 @@ class FluxAdapter(FlowAdapter):
             latents = self.unpack(latents)
         return super().decode(latents, output_type)
 
+    def prompt_sequence(self, conditioning, rows):
+        """The T5 sequence plus CLIP's pooled embedding, zero-padded to the T5 width, as one last token: FLUX reads
+        CLIP only through the pooled vector, so a sequence without it would miss half of the prompt's encoding."""
+        sequence = conditioning.cond[rows]
+        pooled = conditioning.added_cond["pooled_projections"][rows]
+        padding = sequence.shape[-1] - pooled.shape[-1]
+        if padding < 0:
+            raise ValueError(f"the pooled CLIP embedding ({pooled.shape[-1]}) is wider than the T5 sequence "
+                             f"({sequence.shape[-1]}); it cannot join the sequence as one token.")
+        return torch.cat([sequence, torch.nn.functional.pad(pooled, (0, padding))[:, None].to(sequence.dtype)], 1)
+
     def call_embeds(self, conditioning, prompt_index, count=1):
         rows = [prompt_index] * count  # FLUX does not repeat given embeddings for `num_images_per_prompt`
         return {"prompt_embeds": conditioning.cond[rows],

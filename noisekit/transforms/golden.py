@@ -1,9 +1,11 @@
 """Golden noise in use: NPNet on the pipeline's own prompt embeddings, at any latent size, recorded in recipes.
 
-The prompt embedding is the one the official code feeds, `pipe.encode_prompt(prompt)[0]`: the positive
-sequence embedding (SD 1.x/2.x: the text encoder's last hidden states; SDXL: CLIP-L and OpenCLIP-bigG
-penultimate states concatenated), never the negative or pooled ones. The result goes to `pipe(latents=...)`,
-which scales it by `init_noise_sigma` like any unit-variance noise.
+The prompt embedding is the family adapter's `prompt_sequence` of the positive conditioning (`prompt_embeddings`):
+for UNets the one the official code feeds, `pipe.encode_prompt(prompt)[0]` (SD 1.x/2.x: the text encoder's last
+hidden states; SDXL: CLIP-L and OpenCLIP-bigG penultimate states concatenated), never the negative or pooled ones;
+SD3: its joint CLIP + T5 sequence; FLUX.1: its T5 sequence plus the pooled CLIP embedding as one more token. The
+result is canonical `(C, h, w)` noise for `pipe(latents=...)` (packed by the adapter for FLUX), which scales it by
+`init_noise_sigma` like any unit-variance noise; on flow models (SD3, FLUX) x_T is the sigma = 1 sample itself.
 
 Sizes other than the trained s x s (the official nets only know 128 x 128) use an exact Gaussian resize. Per axis,
 a latent side n and s share the coarse grid g = gcd(n, s); Q_n (g x n) sums blocks of n/g and divides by
@@ -32,7 +34,7 @@ from ..core.families import adapter_for
 from ..core.recipe import register_transform
 from ..core.sampler import Sampler
 from ..core.weights import module_hash
-from .npnet import check_fit, flow_refusal
+from .npnet import check_fit, prompt_embeddings  # noqa: F401  (prompt_embeddings re-exported)
 
 
 def _pool(x, block_height, block_width):
@@ -49,7 +51,7 @@ def _lift(x, block_height, block_width):
 
 
 def golden_noise(npnet, noise, prompt_embeds, generator=None, *, official_train_mode=False):
-    """Golden noise for unit-variance `noise` `(B, 4, h, w)` of any size (the module docstring's exact resize).
+    """Golden noise for unit-variance `noise` `(B, C, h, w)` of any size (the module docstring's exact resize).
 
     Args:
         npnet: a `NoisePromptNet` in eval mode.
@@ -61,7 +63,7 @@ def golden_noise(npnet, noise, prompt_embeds, generator=None, *, official_train_
             never calls `.eval()`): Swin's drop-path is then active, so the golden noise is random (two runs differ
             by up to 0.8) and cannot be replayed. Only to reproduce published numbers.
 
-    Returns: float32 `(B, 4, h, w)` on `noise`'s device; `noise` itself is left untouched.
+    Returns: float32 `(B, C, h, w)` on `noise`'s device; `noise` itself is left untouched.
     """
     if official_train_mode:
         was_training = npnet.training
@@ -71,30 +73,26 @@ def golden_noise(npnet, noise, prompt_embeds, generator=None, *, official_train_
         finally:
             npnet.train(was_training)
     side = npnet.config.sample_size
-    batch, _, height, width = noise.shape
+    batch, channels, height, width = noise.shape
     if (height, width) == (side, side):
         return npnet(noise.to(npnet.device), prompt_embeds.to(npnet.device)).to(noise.device)
     x = noise.detach().float()
     grid_height, grid_width = gcd(height, side), gcd(width, side)
     noise_blocks = (height // grid_height, width // grid_width)
     side_blocks = (side // grid_height, side // grid_width)
-    coarse = _pool(x, *noise_blocks)  # C, (B, 4, g_h, g_w)
-    trained = _lift(coarse, *side_blocks)  # Q_s^T C, (B, 4, s, s)
+    coarse = _pool(x, *noise_blocks)  # C, (B, channels, g_h, g_w)
+    trained = _lift(coarse, *side_blocks)  # Q_s^T C, (B, channels, s, s)
     if side_blocks != (1, 1):
         generators = [generator] * batch if isinstance(generator, torch.Generator) else generator
         if generators is None or len(generators) != batch:
             raise ValueError(f"`generator` must be a CPU torch.Generator or one per noise row ({batch}) to resize "
                              f"{height} x {width} noise for an NPNet trained at {side} x {side}, got {generator!r}.")
-        fresh = torch.cat([torch.randn((1, 4, side, side), generator=g, dtype=torch.float32) for g in generators])
+        fresh = torch.cat([torch.randn((1, channels, side, side), generator=g, dtype=torch.float32)
+                           for g in generators])
         fresh = fresh.to(x.device)
         trained = trained + fresh - _lift(_pool(fresh, *side_blocks), *side_blocks)  # X_s
     golden = npnet(trained.to(npnet.device), prompt_embeds.to(npnet.device)).to(x.device)  # G
     return x + _lift(_pool(golden, *side_blocks) - coarse, *noise_blocks)  # X + Q_n^T (Q_s G - C)
-
-
-def prompt_embeddings(pipe, prompts, height=None, width=None):
-    """`(P, T, D)` positive sequence embeddings, one row per prompt, as `pipe.encode_prompt(p)[0]` gives them."""
-    return adapter_for(pipe).encode(prompts, None, False, height, width).cond
 
 
 def npnet_generator_seed(seed):
@@ -122,11 +120,8 @@ def golden_stage(sampler, candidates, npnet, *, resize=False):
     """The golden-noise stage: NPNet on each candidate's noise with its prompt's embedding from the run's
     conditioning (encoded once); each recipe records the step. Costs no denoiser evaluation."""
     adapter = sampler.adapter
-    if adapter.flow:
-        # NPNet reads CLIP sequence embeddings and 4-channel VP noise; no net exists for T5/MMDiT conditioning.
-        raise ValueError(flow_refusal(sampler.pipe))
-    check_fit(npnet, sampler.pipe, sampler.height, sampler.width, resize)
-    embeds = sampler.conditioning.cond[list(candidates.prompt_index)]
+    embeds = adapter.prompt_sequence(sampler.conditioning, list(candidates.prompt_index))
+    check_fit(npnet, sampler.pipe, sampler.height, sampler.width, resize, text_shape=tuple(embeds.shape[1:]))
     golden = _golden_rows(npnet, candidates.noise, embeds, candidates.seeds)
     weights = module_hash(npnet)
     encoders = "+".join(module_hash(encoder) for encoder in adapter.text_encoders())
@@ -137,7 +132,7 @@ def golden_stage(sampler, candidates, npnet, *, resize=False):
 
 
 def apply_npnet(pipe, npnet, prompt, noise, recipes, resize=False):
-    """NPNet as a recipe transform: golden noise for `prompt` (one, or one per row) from `noise` `(N, 4, h, w)`.
+    """NPNet as a recipe transform: golden noise for `prompt` (one, or one per row) from `noise` `(N, C, h, w)`.
 
     Returns `(golden, recipes)`: float32 CPU noise for `pipe(latents=...)`, and `recipes` (one per row) each with
     an "npnet" step holding the prompt and the hashes of the NPNet and of the pipeline's text encoders. Latents of
@@ -171,8 +166,8 @@ def _replay_npnet(noise, params, weights_hash=None, seed=None, pipe=None, npnet=
         raise ValueError(f"this pipeline's text encoders (hash {text_encoder_hash(pipe)}) are not the ones the recipe "
                          f"used ({params['text_encoder_hash']}).")
     height, width = adapter_for(pipe).image_size(noise)
-    check_fit(npnet, pipe, height, width, params["resize"])
     embeds = prompt_embeddings(pipe, [params["prompt"]], height, width)
+    check_fit(npnet, pipe, height, width, params["resize"], text_shape=tuple(embeds.shape[1:]))
     return _golden_rows(npnet, noise, embeds, [seed])
 
 
