@@ -2,8 +2,11 @@
 
 The posterior of seed s is the image the pipeline makes from the canonical noise of s with the empty prompt and
 no CFG (`guidance_scale=1`), with deterministic DDIM (eta = 0) over `num_inference_steps` (Wang et al., "The
-Silent Prompt", Sec. 3.3). The library keeps the seed, the checksum of its noise and the features; the noise and
-the image are never stored, so a feature added later regenerates the posteriors.
+Silent Prompt", Sec. 3.3). Flow-matching pipelines (SD3, FLUX.1) have no DDIM schedule: their posterior is their
+own flow-matching Euler sampler, already the deterministic ODE, sampled through the family adapter (FLUX.1-dev
+with its embedded guidance at 1, the unguided model). The library keeps the seed, the checksum of its canonical
+`(C, h, w)` noise and the features; the noise and the image are never stored, so a feature added later
+regenerates the posteriors.
 
 Examples:
     >>> build_library(pipe, "lib", num_seeds=10_000, extractors=[clip_extractor("shapes-clip")])
@@ -23,19 +26,22 @@ from ..core.weights import module_hash
 from .extractors import DEFAULT_ATTRIBUTES, get_extractor
 from .index import INDEX_MIN_ENTRIES, build_index
 from .lock import writer_lock
-from .model_key import model_key
+from .model_key import denoiser, model_key
 from .store import (FORMAT, FORMAT_VERSION, committed_shards, differences, feature_files, int_to_checksum,
                     manifest_path, plain, read_manifest, read_tensors, shard_file, shard_has, stored_seeds,
                     write_feature, write_manifest, write_shard)
 
 
 def posterior_pipe(pipe):
-    """The same components with a DDIM scheduler built from the pipeline's scheduler config (itself if DDIM)."""
+    """The same components with a DDIM scheduler built from the pipeline's scheduler config (itself if DDIM); a
+    flow-matching pipeline itself (its Euler sampler is deterministic unless configured stochastic)."""
     from diffusers import DDIMScheduler
 
     if adapter_for(pipe).flow:
-        raise ValueError(f"a noise library stores DDIM posteriors of a UNet; {type(pipe).__name__} is a flow-matching "
-                         "transformer with no DDIM schedule, so noisekit builds no library for it.")
+        if pipe.scheduler.config.get("stochastic_sampling", False):
+            raise ValueError(f"a library posterior must be deterministic; {type(pipe.scheduler).__name__} has "
+                             "`stochastic_sampling=True`: load the pipeline with a deterministic flow scheduler.")
+        return pipe
     if type(pipe.scheduler) is DDIMScheduler:
         return pipe
     new = type(pipe).from_pipe(pipe, scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
@@ -54,7 +60,8 @@ def make_manifest(pipe, extractors, num_inference_steps, height, width, shard_si
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": {"id": model_id or getattr(pipe, "name_or_path", None) or type(pipe).__name__,
-                  "pipeline": type(pipe).__name__, "unet_hash": module_hash(pipe.unet),
+                  # `unet_hash` names the denoiser (UNet or transformer): the key is kept for the file format
+                  "pipeline": type(pipe).__name__, "unet_hash": module_hash(denoiser(pipe)),
                   "vae_hash": module_hash(pipe.vae)},
         "denoiser": model_key(pipe),
         "posterior": {"prompt": "", "guidance_scale": 1.0, "eta": 0.0, "num_inference_steps": num_inference_steps,
@@ -62,7 +69,7 @@ def make_manifest(pipe, extractors, num_inference_steps, height, width, shard_si
         "latent_shape": list(shape),
         "height": shape[1] * factor,
         "width": shape[2] * factor,
-        "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+        "dtype": str(denoiser(pipe).dtype).replace("torch.", ""),
         "noise": {"generator": GENERATOR, "checksum": "sha256(float32 bytes of (1, *latent_shape))[:16]"},
         "safety_checker": getattr(pipe, "safety_checker", None) is not None,
         "shard_size": shard_size,
@@ -81,7 +88,8 @@ def check_extractors(extractors):
 
 
 def posteriors(pipe, seeds, shape, num_inference_steps, batch_size):
-    """`(pixels (N, 3, H, W) in [0, 1], checksums)` of the posteriors of `seeds`; `pipe` must be DDIM."""
+    """`(pixels (N, 3, H, W) in [0, 1], checksums)` of the posteriors of `seeds`; `pipe` must come from
+    `posterior_pipe` (DDIM for UNets)."""
     pixels, checksums = [], []
     for start in range(0, len(seeds), batch_size):
         noise = torch.cat([noise_from_seed(seed, shape) for seed in seeds[start:start + batch_size]])
@@ -139,11 +147,12 @@ def build_library(pipe, output, num_seeds, seed_start=0, extractors=None, num_in
     """Build (or finish, or grow) a noise library of the seeds `[seed_start, seed_start + num_seeds)`.
 
     Args:
-        pipe: an SD 1.x/2.x or SDXL pipeline; its scheduler config is used as DDIM.
+        pipe: an SD 1.x/2.x or SDXL pipeline (its scheduler config is used as DDIM), or an SD3 / FLUX.1 pipeline
+            (sampled with its own flow-matching scheduler).
         output (`str`): the library folder.
         extractors: `Extractor`s or registered names (default: color, sharpness, texture, shape); add
             `clip_extractor(source)` for text queries.
-        num_inference_steps (`int`): DDIM steps of each posterior.
+        num_inference_steps (`int`): sampler steps of each posterior (DDIM for UNets).
         height, width: posterior size in pixels (the pipeline's default when `None`).
         shard_size (`int`): seeds per shard (fixed for the library's life).
         batch_size (`int`): posteriors per denoiser batch.
@@ -229,10 +238,10 @@ def add_features(pipe, path, extractor, batch_size=16, progress=None, callback=N
 
 def _add_features(pipe, path, extractor, batch_size, progress, callback):
     manifest = read_manifest(path)
-    for key in ("unet_hash", "vae_hash"):
-        if manifest["model"][key] != module_hash(getattr(pipe, key.split("_")[0])):
+    for key, module in (("unet_hash", denoiser(pipe)), ("vae_hash", pipe.vae)):
+        if manifest["model"][key] != module_hash(module):
             raise ValueError(f"`pipe` is not the model library {path!r} was built with ({key} "
-                             f"{module_hash(getattr(pipe, key.split('_')[0]))} vs {manifest['model'][key]}).")
+                             f"{module_hash(module)} vs {manifest['model'][key]}).")
     description = plain(extractor.describe())
     if manifest["extractors"].get(extractor.name) != description:
         manifest["extractors"][extractor.name] = description
