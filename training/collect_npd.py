@@ -5,6 +5,8 @@
     accelerate launch training/collect_npd.py ...   # process k of N collects shards k, k + N, ...
     # SDXL as in the paper: --prompt_file prompts.txt --resolution 1024 --dtype float16 --reward hpsv2.1 \\
     #     --reward_path HPS_v2.1_compressed.pt
+    # SD3 / FLUX.1-dev: the same flags; pairs are canonical (16, h, w) noise, re-denoised by Euler steps of the
+    #     pipeline's own flow schedule (exact inversion), sampled with its own scheduler
 
 Per (prompt, seed): x_T = the seed's canonical noise (`noisekit.seed_noise`); one DDIM step with CFG omega_l = 5.5
 at the first timestep of an N = 10 step schedule, then one DDIM inversion step with omega_w = 1.0 back to x'_T
@@ -44,7 +46,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def parse_args(input_args=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrained_model_name_or_path", required=True, help="diffusers pipeline folder (SD/SDXL)")
+    parser.add_argument("--pretrained_model_name_or_path", required=True,
+                        help="diffusers pipeline folder (SD/SDXL, SD3, FLUX.1-dev)")
     parser.add_argument("--output_dir", required=True)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt_file", help=".txt (one prompt a line) or .jsonl with 'prompt'/'caption' (+ 'seed')")
@@ -58,10 +61,12 @@ def parse_args(input_args=None):
     parser.add_argument("--denoising_guidance_scale", type=float, default=5.5, help="omega_l")
     parser.add_argument("--inversion_guidance_scale", type=float, default=1.0, help="omega_w")
     parser.add_argument("--exact_inversion", action="store_true",
-                        help="invert t1 -> t0 exactly instead of the official code's indexing")
+                        help="invert t1 -> t0 exactly instead of the official code's indexing (flow-matching "
+                        "pipelines always invert exactly: the official indexing is DDIM's)")
     parser.add_argument("--guidance_scale", type=float, default=None, help="for sampling both images (omega_l)")
     parser.add_argument("--keep_scheduler", action="store_true",
-                        help="sample with the pipeline's own scheduler (default: DDIM from its config)")
+                        help="sample with the pipeline's own scheduler (default: DDIM from its config; "
+                        "flow-matching pipelines always keep their own)")
     parser.add_argument("--resolution", type=int, default=None, help="image side (the pipeline's default)")
     parser.add_argument("--reward", required=True, help="a noisekit.rewards registry name")
     parser.add_argument("--reward_path", default=None, help="the reward's weights (its `path=`)")
@@ -119,13 +124,25 @@ def shards_of_process(num_shards, process_index, num_processes):
     return list(range(process_index, num_shards, num_processes))
 
 
-def collection_config(args, prompts, items):
+def is_flow_model(path):
+    """Whether the pipeline folder's scheduler is flow matching (read from its config, no weights)."""
+    from noisekit.core.schedule import is_flow
+    from noisekit.sources import load_scheduler
+
+    return is_flow(load_scheduler(path))
+
+
+def inversion_of(args, flow):
+    return "exact" if args.exact_inversion or flow else "official"
+
+
+def collection_config(args, prompts, items, flow=False):
     digest = hashlib.sha256(json.dumps([prompts, items]).encode()).hexdigest()[:16]
     keys = ("pretrained_model_name_or_path", "num_inference_steps", "denoising_guidance_scale",
             "inversion_guidance_scale", "exact_inversion", "guidance_scale", "keep_scheduler", "resolution",
             "reward", "reward_path", "reward_kwargs", "margin", "shard_size", "dtype", "storage_dtype")
     config = {key: getattr(args, key) for key in keys}
-    config.update(inversion="exact" if args.exact_inversion else "official", items_hash=digest,
+    config.update(inversion=inversion_of(args, flow), items_hash=digest,
                   num_prompts=len(prompts), num_items=len(items))
     return config
 
@@ -147,9 +164,9 @@ def write_json(path, obj, lines=False):
     write_atomic(path, writer)
 
 
-def prepare_output(args, accelerator, prompts, items):
+def prepare_output(args, accelerator, prompts, items, flow=False):
     """Write (or check) `collection.json` and `prompts.jsonl` on the main process."""
-    config = collection_config(args, prompts, items)
+    config = collection_config(args, prompts, items, flow)
     path = os.path.join(args.output_dir, "collection.json")
     if accelerator.is_main_process:
         os.makedirs(os.path.join(args.output_dir, "shards"), exist_ok=True)
@@ -167,10 +184,9 @@ def prepare_output(args, accelerator, prompts, items):
     return config
 
 
-def collect_shard(pipe, reward, args, prompts, shard_items, height, width):
+def collect_shard(pipe, reward, args, prompts, shard_items, height, width, inversion):
     """Re-denoise sampling, sampling and scoring of one shard's items -> `(tensors, records)`."""
     guidance = args.denoising_guidance_scale if args.guidance_scale is None else args.guidance_scale
-    inversion = "exact" if args.exact_inversion else "official"
     storage = DTYPES[args.storage_dtype]
     parts, records = {k: [] for k in ("source", "target", "reward_source", "reward_target")}, []
     for start in range(0, len(shard_items), args.batch_size):
@@ -213,7 +229,8 @@ def main(args):
     prompts, items = load_items(args)
     if not items:
         raise ValueError("no (prompt, seed) items to collect.")
-    config = prepare_output(args, accelerator, prompts, items)
+    flow = is_flow_model(args.pretrained_model_name_or_path)
+    config = prepare_output(args, accelerator, prompts, items, flow)
     folder = os.path.join(args.output_dir, "shards")
     num_shards = -(-len(items) // args.shard_size)
     todo = [s for s in shards_of_process(num_shards, accelerator.process_index, accelerator.num_processes)
@@ -222,7 +239,7 @@ def main(args):
                       f"{len(todo)} to do", flush=True)
     if todo:
         pipe = DiffusionPipeline.from_pretrained(args.pretrained_model_name_or_path, dtype=DTYPES[args.dtype])
-        if not args.keep_scheduler:
+        if not args.keep_scheduler and not flow:  # a flow model's own Euler sampler is already deterministic
             pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe = pipe.to(accelerator.device)
         pipe.set_progress_bar_config(disable=True)
@@ -233,7 +250,8 @@ def main(args):
             reward.eval()
     for shard in todo:
         shard_items = items[shard * args.shard_size : (shard + 1) * args.shard_size]
-        tensors, records = collect_shard(pipe, reward, args, prompts, shard_items, height, width)
+        tensors, records = collect_shard(pipe, reward, args, prompts, shard_items, height, width,
+                                         config["inversion"])
         base = os.path.join(folder, shard_name(shard))
         write_json(base + ".jsonl", records, lines=True)
         metadata = {"num_records": str(len(records)), "num_kept": str(len(tensors["seed"])),

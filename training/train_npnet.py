@@ -14,8 +14,9 @@ embeddings (`pipe.encode_prompt(p)[0]`, as `noisekit.transforms.golden` feeds th
 per distinct prompt into `output_dir/prompt_embeds.npy` (memory-mapped). The unused parameters of the official
 layout (`unet_svd.bn`, the Swin classifier head) are frozen.
 
-The architecture is the official one (Swin-T residual branch) sized to the data and the pipeline (latent side,
-tokens, text width: SDXL gives the official 30,470,427-parameter net); `--shapes` is the shapes-world preset
+The architecture is the official one (Swin-T residual branch) sized to the data and the pipeline (latent channels
+and side, tokens, text width: SDXL gives the official 30,470,427-parameter net; SD3 / FLUX.1 data of
+`collect_npd.py` gives 16 channels and the pipeline's own prompt sequence, see `noisekit.transforms.golden`); `--shapes` is the shapes-world preset
 (sample_size 16, text_embed_dim 64, max_text_tokens 32, `SMALL_SWIN`), `--small_swin` the small branch alone.
 Batches are drawn by `common.batch_indices` (with replacement; an epoch = train pairs / batch steps).
 Validation: MSE on the held-out split and the MSE of the identity baseline (NPNet(x) = x), in TRAINING.json.
@@ -155,14 +156,14 @@ def embedding_cache(args, accelerator, prompts):
     return np.load(path, mmap_mode="r")
 
 
-def build_npnet(args, sample_size, tokens, width):
+def build_npnet(args, sample_size, tokens, width, latent_channels=4):
     config = {"sample_size": sample_size, "text_embed_dim": width, "max_text_tokens": tokens}
-    if args.shapes and config != SHAPES_PRESET:
-        raise ValueError(f"`--shapes` expects {SHAPES_PRESET} (16 x 16 latents, 32 x 64 prompt embeddings), the "
-                         f"data and pipeline give {config}.")
+    if args.shapes and (config != SHAPES_PRESET or latent_channels != 4):
+        raise ValueError(f"`--shapes` expects {SHAPES_PRESET} (4 x 16 x 16 latents, 32 x 64 prompt embeddings), the "
+                         f"data and pipeline give {dict(config, latent_channels=latent_channels)}.")
     small = args.shapes or args.small_swin
     torch.manual_seed(args.seed)
-    npnet = NoisePromptNet(**config, swin_kwargs=dict(SMALL_SWIN) if small else None)
+    npnet = NoisePromptNet(**config, latent_channels=latent_channels, swin_kwargs=dict(SMALL_SWIN) if small else None)
     if args.swin_weights:
         if small:
             raise ValueError("`--swin_weights` initialises the official Swin-T branch, not the small one.")
@@ -213,7 +214,7 @@ def main(args):
     sample_size = data["source"].shape[-1]
     if data["source"].shape[-2] != sample_size:
         raise ValueError(f"NPNet needs square latents, the data's are {tuple(data['source'].shape[-2:])}.")
-    npnet = build_npnet(args, sample_size, cache.shape[1], cache.shape[2])
+    npnet = build_npnet(args, sample_size, cache.shape[1], cache.shape[2], data["source"].shape[1])
     params = [p for p in npnet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
     npnet, optimizer = accelerator.prepare(npnet, optimizer)

@@ -18,10 +18,11 @@ The CFG gap omega_l > omega_w leaves prompt semantics in x'_T. Two inversion ind
   k = 0.3854 for N = 10 (the exact inverse when eps_w = eps_l).
 
 `inversion_coefficients` gives both closed forms for epsilon models. Everything is computed in float32 with
-float64 alpha_bar; the denoiser runs in the pipeline's dtype.
+float64 alpha_bar; the denoiser runs in the pipeline's dtype. Flow-matching pipelines (SD3, FLUX.1-dev) take the
+same two steps as Euler steps of their own schedule (`noisekit.transforms.npd_flow`, exact inversion only).
 
 Collected data (`training/collect_npd.py`) is a folder of `shards/shard-XXXXX.safetensors` (kept pairs:
-`source`, `target` `(n, 4, h, w)`, `prompt_index`, `seed`, `reward_source`, `reward_target` `(n,)`), their
+`source`, `target` `(n, C, h, w)` canonical noise, `prompt_index`, `seed`, `reward_source`, `reward_target` `(n,)`), their
 `shard-XXXXX.jsonl` records (every pair, kept or not) and `prompts.jsonl`; `load_npd` reads it back.
 """
 
@@ -33,8 +34,9 @@ import torch
 from diffusers import DDIMScheduler
 from safetensors.torch import load_file
 
-from ..core.families import check_supported, encode
+from ..core.families import adapter_for, encode
 from ..core.noise import vae_scale_factor
+from .npd_flow import flow_re_denoise
 
 INVERSIONS = ("official", "exact")
 
@@ -152,9 +154,9 @@ def guided_output(pipe, conditioning, latents, timestep, prompt_index, guidance_
 
 @dataclass
 class ReDenoise:
-    target: torch.Tensor  # x'_T, float32 (B, 4, h, w) on the CPU
+    target: torch.Tensor  # x'_T, float32 (B, C, h, w) on the CPU
     x_t1: torch.Tensor
-    eps_l: torch.Tensor  # the guided outputs (the model's parametrisation: eps for epsilon models)
+    eps_l: torch.Tensor  # the guided outputs (the model's parametrisation: eps for epsilon models, flow velocity)
     eps_w: torch.Tensor
     timesteps: tuple  # (t0, t1)
 
@@ -162,8 +164,9 @@ class ReDenoise:
 @torch.no_grad()
 def re_denoise(pipe, prompts, noise, prompt_index=None, num_inference_steps=10, denoise_guidance=5.5,
                inversion_guidance=1.0, inversion="official", conditioning=None):
-    """Re-denoise sampling (the module docstring) of unit-variance `noise` `(B, 4, h, w)` with a DDIM scheduler
-    built from `pipe.scheduler`'s config, whatever scheduler the pipeline holds.
+    """Re-denoise sampling (the module docstring) of unit-variance `noise` `(B, C, h, w)` with a DDIM scheduler
+    built from `pipe.scheduler`'s config, whatever scheduler the pipeline holds; flow-matching pipelines take
+    Euler steps of their own schedule (`npd_flow`, `inversion="exact"` only).
 
     Args:
         prompts: the distinct prompts; `prompt_index` (int or one per row, default 0) picks each row's.
@@ -175,7 +178,7 @@ def re_denoise(pipe, prompts, noise, prompt_index=None, num_inference_steps=10, 
         >>> noise = seed_noise(pipe, [0, 1])
         >>> target = re_denoise(pipe, ["a red circle"], noise).target  # x'_T, the NPNet training target
     """
-    check_supported(pipe)
+    adapter = adapter_for(pipe)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if prompt_index is None or isinstance(prompt_index, int):
         prompt_index = [prompt_index or 0] * len(noise)
@@ -183,6 +186,9 @@ def re_denoise(pipe, prompts, noise, prompt_index=None, num_inference_steps=10, 
     if conditioning is None:
         factor = vae_scale_factor(pipe)
         conditioning = encode(pipe, prompts, None, True, noise.shape[-2] * factor, noise.shape[-1] * factor)
+    if adapter.flow:
+        return ReDenoise(*flow_re_denoise(pipe, conditioning, noise, prompt_index, num_inference_steps,
+                                          denoise_guidance, inversion_guidance, inversion))
     device = pipe._execution_device
     scheduler = pipe.scheduler
     t0, t1, _ = ddim_alpha_bars(scheduler, num_inference_steps)
