@@ -153,18 +153,20 @@ def tiny_flux_pipeline(guidance_embeds=True, seed=0, dtype=torch.float32):
     return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
-def tiny_sd3_pipeline(with_t5=True, seed=0, dtype=torch.float32):
+def tiny_sd3_pipeline(with_t5=True, seed=0, dtype=torch.float32, latent_channels=4):
     """SD3-shaped pipeline: MMDiT (patch 2), CLIP-L and CLIP-G (pooled 32 + 32) and T5 (or none: SD3 then feeds
-    zeros in its place), `FlowMatchEulerDiscreteScheduler` with shift 3. 32 x 32 pixels -> 4 x 16 x 16 latents."""
+    zeros in its place), `FlowMatchEulerDiscreteScheduler` with shift 3. 32 x 32 pixels -> 4 x 16 x 16 latents
+    (`latent_channels=16`: SD3's real channel count)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     torch.manual_seed(seed)
-    transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, num_layers=1,
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=latent_channels, num_layers=1,
                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=64,
-                                        caption_projection_dim=16, pooled_projection_dim=64, out_channels=4,
-                                        pos_embed_max_size=32)
+                                        caption_projection_dim=16, pooled_projection_dim=64,
+                                        out_channels=latent_channels, pos_embed_max_size=32)
     encoder = lambda: CLIPTextModelWithProjection(_text_config(32, projection_dim=32, hidden_act="gelu"))  # noqa
-    pipe = StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_flow_vae(4, 0.1),
+    pipe = StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                                    vae=_flow_vae(latent_channels, 0.1),
                                     text_encoder=encoder(), tokenizer=clip_tokenizer(), text_encoder_2=encoder(),
                                     tokenizer_2=clip_tokenizer(), text_encoder_3=_t5_encoder(64) if with_t5 else None,
                                     tokenizer_3=t5_tokenizer() if with_t5 else None, transformer=transformer)
