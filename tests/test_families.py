@@ -134,7 +134,7 @@ def _brightness(images, prompts, sigma=None):
     return torch.tensor([float(np.asarray(image).mean()) for image in images])
 
 
-@pytest.mark.parametrize("name", ["flux_dev", "sd3"])
+@pytest.mark.parametrize("name", ["flux_dev", "sd3", "qwen_image", "flux2", "flux2_klein"])
 def test_seed_search_and_ttsnap_run_with_the_default_few_step_schedule(name):
     from noisekit.search.strategies import search, step_sigmas
 
@@ -150,7 +150,7 @@ def test_seed_search_and_ttsnap_run_with_the_default_few_step_schedule(name):
     assert best.nfe == 6 * STEPS * per_step
 
 
-@pytest.mark.parametrize("name", ["flux_dev", "sd3"])
+@pytest.mark.parametrize("name", ["flux_dev", "sd3", "qwen_image", "flux2", "flux2_klein"])
 def test_nlg_evaluates_where_flow_has_signal(name):
     from noisekit.core.candidates import from_seeds
     from noisekit.transforms.nlg import evaluation_timestep, nlg_stage
@@ -189,16 +189,21 @@ def test_inspect_schedule_reports_flow_sigmas_and_shift():
     assert dynamic.dynamic_shifting and "dynamic shift" in str(dynamic)
 
 
-@pytest.mark.parametrize("name", ["flux_dev", "sd3"])
+WRAPPERS = {"flux_dev": "NoisekitFluxPipeline", "sd3": "NoisekitStableDiffusion3Pipeline",
+            "qwen_image": "NoisekitQwenImagePipeline", "flux2": "NoisekitFlux2Pipeline",
+            "flux2_klein": "NoisekitFlux2KleinPipeline"}
+
+
+@pytest.mark.parametrize("name", list(WRAPPERS))
 def test_noisekit_pipelines_wrap_the_flow_families(name):
-    from noisekit.pipelines import NoisekitFluxPipeline, NoisekitStableDiffusion3Pipeline
+    import noisekit.pipelines
     from noisekit.plan import NoisePlan
 
     pipe = _flow(name)
-    cls = NoisekitFluxPipeline if name.startswith("flux") else NoisekitStableDiffusion3Pipeline
-    wrapped = cls.from_pipe(pipe)
+    wrapped = getattr(noisekit.pipelines, WRAPPERS[name]).from_pipe(pipe)
     wrapped.set_progress_bar_config(disable=True)
-    settings = dict(num_inference_steps=STEPS, guidance_scale=SETTINGS[name][0], height=32, width=32)
+    guidance = "true_cfg_scale" if name == "qwen_image" else "guidance_scale"  # Qwen-Image's name for CFG's scale
+    settings = {"num_inference_steps": STEPS, guidance: SETTINGS[name][0], "height": 32, "width": 32}
     out = wrapped(PROMPT, seeds=[0, 1], output_type="np", **settings)
     noise = seed_noise(pipe, [0, 1], height=32, width=32)
     direct = sample(pipe, PROMPT, noise, output_type="np", num_inference_steps=STEPS, guidance_scale=SETTINGS[name][0])
