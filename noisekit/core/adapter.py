@@ -11,6 +11,7 @@ class AdapterBase:
 
     denoiser_name = "unet"
     text_encoder_names = ("text_encoder", "text_encoder_2")
+    latents_dtype = None  # the latents' dtype in sampling; None: the prompt embeddings' (as the stock pipelines)
 
     def __init__(self, pipe):
         self.pipe = pipe

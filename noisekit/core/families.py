@@ -189,15 +189,17 @@ class SDXLAdapter(UNetAdapter):
 from .flow_families import FluxAdapter, SD3Adapter  # noqa: E402  (they build on Conditioning only)
 from .qwen_family import QwenImageAdapter  # noqa: E402
 from .flux2_family import Flux2Adapter, Flux2KleinAdapter  # noqa: E402
+from .pixart_family import PixArtAdapter  # noqa: E402
+from .sana_family import SanaAdapter  # noqa: E402
 
 # the first whose `matches` accepts a pipe serves it
-ADAPTERS = [SDXLAdapter, UNetAdapter, SD3Adapter, FluxAdapter, QwenImageAdapter, Flux2Adapter, Flux2KleinAdapter]
+ADAPTERS = [SDXLAdapter, UNetAdapter, SD3Adapter, FluxAdapter, QwenImageAdapter, PixArtAdapter, SanaAdapter,
+            Flux2Adapter, Flux2KleinAdapter]
 
 # Pipeline classes noisekit knows and does not sample yet, each with why (checked along the class's MRO).
 REFUSED = {
-    "SanaPipeline": "SANA (DC-AE latents, Gemma text encoder, flow DPM-Solver) has no noisekit adapter yet",
-    "PixArtSigmaPipeline": "PixArt-Sigma (a DiT whose output carries learned variance) has no noisekit adapter yet",
-    "PixArtAlphaPipeline": "PixArt-Alpha (a DiT whose output carries learned variance) has no noisekit adapter yet",
+    "SanaSprintPipeline": "SANA-Sprint (few-step consistency sampling with embedded guidance) has no noisekit "
+                          "adapter yet",
     "HunyuanDiTPipeline": "HunyuanDiT has no noisekit adapter yet",
     "Lumina2Pipeline": "Lumina 2 has no noisekit adapter yet",
     "ZImagePipeline": "Z-Image has no noisekit adapter yet",
@@ -216,8 +218,9 @@ def adapter_for(pipe):
             return adapter
     families = ", ".join(a.family for a in ADAPTERS)
     raise ValueError(f"noisekit has no family adapter for {type(pipe).__name__}; supported families: {families} "
-                     f"(UNet pipelines with `encode_prompt`, StableDiffusion3Pipeline, FluxPipeline, QwenImagePipeline, "
-                     "Flux2Pipeline, Flux2KleinPipeline).")
+                     f"(UNet pipelines with `encode_prompt`, StableDiffusion3Pipeline, FluxPipeline, "
+                     "PixArtAlphaPipeline, PixArtSigmaPipeline, SanaPipeline, QwenImagePipeline, Flux2Pipeline, "
+                     "Flux2KleinPipeline).")
 
 
 def check_supported(pipe):

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .schedule import base_betas
+from .schedule import base_betas, is_flow
 
 ZERO_SNR = 1e-6  # a terminal SNR below this counts as zero (the clamps give 5.96e-8 and 4.9e-8)
 
@@ -76,7 +76,7 @@ def inspect_schedule(scheduler, num_inference_steps=None, mu=None):
         >>> print(inspect_schedule(pipe.scheduler, 20))
     """
     config = scheduler.config
-    if not hasattr(scheduler, "alphas_cumprod") and hasattr(scheduler, "sigmas"):
+    if is_flow(scheduler):  # FlowMatch schedulers, and DPM-Solver on flow sigmas (SANA)
         return _inspect_flow(scheduler, num_inference_steps, mu)
     alphas_cumprod = scheduler.alphas_cumprod.double()
     terminal = float(alphas_cumprod[-1])
@@ -151,7 +151,8 @@ def _inspect_flow(scheduler, n, mu):
         scheduler=type(scheduler).__name__, prediction_type="flow", num_train_timesteps=config.num_train_timesteps,
         terminal_alpha_bar=0.0, terminal_sqrt_alpha_bar=0.0, terminal_snr=0.0, zero_terminal_snr=True,
         rescale_betas_zero_snr=False, clamp=None, timestep_spacing=None, init_noise_sigma=1.0,
-        flow_shift=float(mu if dynamic else config.get("shift", 1.0)), dynamic_shifting=dynamic)
+        flow_shift=float(mu if dynamic else config.get("shift", config.get("flow_shift", 1.0))),
+        dynamic_shifting=dynamic)
     if dynamic:
         tokens = config.get("max_image_seq_len", 4096)
         report.warnings.append(f"dynamic shifting: mu {mu:.4g} is the pipeline's at {tokens} latent tokens; "
@@ -163,6 +164,7 @@ def _inspect_flow(scheduler, n, mu):
         report.num_inference_steps, report.sigmas = n, sigmas
         report.timesteps = [int(round(float(t))) for t in probe.timesteps]
         report.first_timestep, report.first_snr = report.timesteps[0], ((1 - sigmas[0]) / sigmas[0]) ** 2
-        report.starts_at_last_timestep = sigmas[0] >= 1.0
+        # FlowMatch starts at s = 1 (t = T); DPM-Solver's flow sigmas at s(T - 1), just below it
+        report.starts_at_last_timestep = report.first_timestep >= config.num_train_timesteps - 1
         report.trailing_extra_negative_timestep = False
     return report

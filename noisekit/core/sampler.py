@@ -215,7 +215,7 @@ class Trajectories:
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
         # `state`: the latents in the denoiser's layout (FLUX packs 2x2 patches); flow schedulers start at 1.
-        self.state = sampler.adapter.pack(noise.to(sampler.device, sampler.dtype))
+        self.state = sampler.adapter.pack(noise.to(sampler.device, sampler.adapter.latents_dtype or sampler.dtype))
         self.state = self.state * getattr(self.scheduler, "init_noise_sigma", 1.0)
         self.prompt_index = prompt_index.to(sampler.device)
         self.generators = list(generators) if generators is not None else None

@@ -28,3 +28,12 @@ def predict_x0(scheduler, model_output, model_input, step_index, timestep):
 def flow_x0(velocity, x_t, sigma):
     """Rectified flow: x_t = (1 - sigma) x0 + sigma eps and v = eps - x0, so x0 = x_t - sigma v (float32)."""
     return x_t.float() - float(sigma) * velocity.float()
+
+
+def without_learned_variance(denoiser, output):
+    """A DiT's prediction without the learned-variance half of its output channels, dropped exactly where the stock
+    PixArt and SANA pipelines drop it (`out_channels // 2 == in_channels`)."""
+    config = denoiser.config
+    if config.out_channels // 2 == config.in_channels:
+        return output.chunk(2, dim=1)[0]
+    return output
