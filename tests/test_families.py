@@ -10,6 +10,7 @@ from noisekit.core.noise import seed_generators
 from noisekit.core.sampler import Sampler, run_batches
 from noisekit.testing import t5_tokenizer, tiny_flux_pipeline, tiny_lcm_pipeline, tiny_sd3_pipeline
 from noisekit.testing_dit import tiny_flux2_klein_pipeline, tiny_flux2_pipeline, tiny_qwen_image_pipeline
+from noisekit.testing_dits import gemma_tokenizer, tiny_pixart_pipeline, tiny_sana_pipeline
 
 PROMPT = "a red circle"
 SEEDS = [0, 1, 2]
@@ -21,6 +22,11 @@ BUILDERS = {"flux_dev": lambda: tiny_flux_pipeline(guidance_embeds=True),
 # family -> (guidance_scale, NFE per candidate per step, pixel size)
 SETTINGS = {"flux_dev": (3.5, 1, 32), "flux_schnell": (0.0, 1, 32), "sd3": (4.0, 2, 32), "sd3_no_t5": (4.0, 2, 32),
             "lcm": (6.0, 1, 16)}
+# PixArt and SANA (DiTs with T5 / Gemma 2 prompts and attention masks; SANA's tokenizer is Gemma's class over a
+# small character vocabulary, `gemma_tokenizer`, since the real one cannot be built offline)
+BUILDERS.update({"pixart_sigma": tiny_pixart_pipeline, "pixart_alpha": lambda: tiny_pixart_pipeline(sigma=False),
+                 "sana": tiny_sana_pipeline})
+SETTINGS.update({"pixart_sigma": (4.5, 2, 32), "pixart_alpha": (4.5, 2, 32), "sana": (4.5, 2, 32)})
 BUILDERS.update(qwen_image=tiny_qwen_image_pipeline, flux2=tiny_flux2_pipeline, flux2_klein=tiny_flux2_klein_pipeline)
 SETTINGS.update(qwen_image=(4.0, 2, 32), flux2=(4.0, 1, 32), flux2_klein=(4.0, 2, 32))
 # The stock call's own names for guidance where they differ: Qwen-Image's true CFG runs on `true_cfg_scale` and only
@@ -70,7 +76,9 @@ def test_pruned_survivors_equal_their_solo_runs(family):
     for position, row in enumerate(batch.rows.tolist()):
         solo = run_batches(sampler, noise[row : row + 1], 0, seed_generators([SEEDS[row]], noise.shape[1:]),
                            output_type="latent")
-        assert (batch.latents[position] - solo.latents[0]).abs().max().item() <= 1e-4
+        # batched kernels round relative to the values: a random epsilon DiT under PixArt's betas ends near |300|
+        scale = max(1.0, solo.latents.abs().max().item())
+        assert (batch.latents[position] - solo.latents[0]).abs().max().item() <= 1e-4 * scale
 
 
 def test_flow_preview_is_x_minus_sigma_v_and_ends_at_the_sample():
@@ -109,7 +117,7 @@ def test_t5_tokenizer_is_built_offline():
     assert ids[-1] == 0 and 1 in ids and 2 not in ids  # pad, </s>, no <unk>
 
 
-@pytest.mark.parametrize("class_name", ["HunyuanDiTPipeline", "SanaPipeline", "PixArtSigmaPipeline", "Lumina2Pipeline"])
+@pytest.mark.parametrize("class_name", ["HunyuanDiTPipeline", "SanaSprintPipeline", "Lumina2Pipeline"])
 def test_unserved_families_are_refused_in_one_line(class_name):
     import diffusers
 
@@ -134,7 +142,7 @@ def _brightness(images, prompts, sigma=None):
     return torch.tensor([float(np.asarray(image).mean()) for image in images])
 
 
-@pytest.mark.parametrize("name", ["flux_dev", "sd3", "qwen_image", "flux2", "flux2_klein"])
+@pytest.mark.parametrize("name", ["flux_dev", "sd3", "pixart_sigma", "sana", "qwen_image", "flux2", "flux2_klein"])
 def test_seed_search_and_ttsnap_run_with_the_default_few_step_schedule(name):
     from noisekit.search.strategies import search, step_sigmas
 
@@ -142,7 +150,9 @@ def test_seed_search_and_ttsnap_run_with_the_default_few_step_schedule(name):
     sampler = Sampler(pipe, [PROMPT], num_inference_steps=STEPS, guidance_scale=SETTINGS[name][0], height=32,
                       width=32)
     sigmas = step_sigmas(sampler)
-    assert sigmas[0] == float("inf") and all(a > b for a, b in zip(sigmas, sigmas[1:]))  # VE units, from s = 1
+    assert all(a > b for a, b in zip(sigmas, sigmas[1:]))  # VE units: infinite from s = 1 (FLUX, SD3); PixArt's
+    below_pure_noise = name in ("pixart_sigma", "sana")  # VP sigma_T is ~157, SANA's DPM-Solver s(T - 1) ~3000
+    assert (100 < sigmas[0] < float("inf")) if below_pure_noise else sigmas[0] == float("inf")
     best = search(sampler, 0, _brightness, num_candidates=6, schedule=())
     pruned = search(sampler, 0, _brightness, num_candidates=6, strategy="ttsnap")
     assert pruned.steps == (0, 1) and pruned.nfe < best.nfe
@@ -150,7 +160,7 @@ def test_seed_search_and_ttsnap_run_with_the_default_few_step_schedule(name):
     assert best.nfe == 6 * STEPS * per_step
 
 
-@pytest.mark.parametrize("name", ["flux_dev", "sd3", "qwen_image", "flux2", "flux2_klein"])
+@pytest.mark.parametrize("name", ["flux_dev", "sd3", "sana", "qwen_image", "flux2", "flux2_klein"])
 def test_nlg_evaluates_where_flow_has_signal(name):
     from noisekit.core.candidates import from_seeds
     from noisekit.transforms.nlg import evaluation_timestep, nlg_stage
@@ -168,7 +178,7 @@ def test_nlg_evaluates_where_flow_has_signal(name):
     assert torch.allclose(refined.noise.flatten(1).norm(dim=1), torch.full((2,), dims**0.5), rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["flux_dev", "sd3"])
+@pytest.mark.parametrize("name", ["flux_dev", "sd3", "sana"])
 def test_flow_families_refuse_zero_snr_in_one_line(name):
     """Terminal SNR is zero by construction in flow matching (sigma = 1 is pure noise), so zero_snr has nothing to
     fix; golden noise and libraries run on these families (tests/test_flow_methods.py)."""
@@ -192,6 +202,8 @@ def test_inspect_schedule_reports_flow_sigmas_and_shift():
 WRAPPERS = {"flux_dev": "NoisekitFluxPipeline", "sd3": "NoisekitStableDiffusion3Pipeline",
             "qwen_image": "NoisekitQwenImagePipeline", "flux2": "NoisekitFlux2Pipeline",
             "flux2_klein": "NoisekitFlux2KleinPipeline"}
+WRAPPERS.update(pixart_sigma="NoisekitPixArtSigmaPipeline", pixart_alpha="NoisekitPixArtAlphaPipeline",
+                sana="NoisekitSanaPipeline")
 
 
 @pytest.mark.parametrize("name", list(WRAPPERS))
@@ -221,3 +233,39 @@ def test_edm_unets_are_refused_for_the_right_reason():
     edm = type(pipe).from_pipe(pipe, scheduler=EDMDPMSolverMultistepScheduler(sigma_data=0.5))
     with pytest.raises(ValueError, match=r"^EDM-scheduled UNets \(Playground v2.5, EDMDPMSolverMultistepScheduler\)"):
         adapter_for(edm)
+
+
+# PixArt and SANA ----------------------------------------------------------------------------------------------------
+def test_gemma_tokenizer_is_built_offline():
+    tokenizer = gemma_tokenizer()
+    tokenizer.padding_side = "right"  # as SanaPipeline sets it
+    ids = tokenizer("a red circle, caf\u00e9", padding="max_length", max_length=24).input_ids
+    assert ids[0] == 2 and ids[-1] == 0 and 3 not in ids  # <bos> first, <pad> last, no <unk> (byte fallback)
+
+
+def test_pixart_nlg_and_zero_snr_run_as_on_unets():
+    """PixArt is a VP epsilon model: NLG evaluates at T - 1 (its betas end at SNR 4e-5, not zero), and zero_snr sets
+    trailing spacing but refuses zero terminal SNR for an epsilon model, in one line."""
+    from noisekit.core.candidates import from_seeds
+    from noisekit.core.schedule import zero_snr
+    from noisekit.transforms.nlg import evaluation_timestep, nlg_stage
+
+    pipe = _flow("pixart_sigma")
+    assert evaluation_timestep(pipe.scheduler) == 999
+    sampler = Sampler(pipe, [PROMPT], num_inference_steps=STEPS, guidance_scale=4.5, height=32, width=32)
+    start = from_seeds(sampler.shape, [0, 1])
+    refined = nlg_stage(sampler, start, num_iterations=2, noise_variance=0.0)
+    assert refined.nfe == 2 * 2 * 2 and not torch.equal(refined.noise, start.noise)
+    trailing = zero_snr(type(pipe).from_pipe(pipe), mode="trailing")
+    assert trailing.scheduler.config.timestep_spacing == "trailing"
+    assert sample(trailing, PROMPT, start.noise, num_inference_steps=STEPS, guidance_scale=4.5).nfe == 2 * STEPS * 2
+    with pytest.raises(ValueError, match=r"^zero terminal SNR needs a v-prediction [^\n]+$"):
+        zero_snr(type(pipe).from_pipe(pipe))
+
+
+def test_inspect_schedule_reads_sanas_flow_dpm_solver():
+    from noisekit.core.inspect_schedule import inspect_schedule
+
+    report = inspect_schedule(_flow("sana").scheduler, STEPS)  # DPM-Solver (it has alphas_cumprod) on flow sigmas
+    assert report.prediction_type == "flow" and report.flow_shift == 3.0 and report.starts_at_last_timestep
+    assert 0.999 < report.sigmas[0] < 1.0 and "flow sigmas (shift 3)" in str(report)
