@@ -1,4 +1,5 @@
-"""`NoisekitFluxPipeline`: FLUX.1 (dev, schnell) with a noise plan (NLG, seed search; no NPNet exists for FLUX).
+"""`NoisekitFluxPipeline`: FLUX.1 (dev, schnell) with a noise plan (library, golden noise from a loaded
+`NoisePromptNet` in `NoisePlan(npnet=net)`, NLG, seed search).
 
     pipe = NoisekitFluxPipeline.from_pipe(FluxPipeline.from_pretrained(...))
     out = pipe("a red circle", seeds=range(4), noise_plan=NoisePlan(nlg={}), num_inference_steps=4)

@@ -1,4 +1,5 @@
-"""`NoisekitStableDiffusion3Pipeline`: SD3 / SD3.5 with a noise plan (NLG, seed search; no NPNet exists for SD3).
+"""`NoisekitStableDiffusion3Pipeline`: SD3 / SD3.5 with a noise plan (library, golden noise from a loaded
+`NoisePromptNet` in `NoisePlan(npnet=net)`, NLG, seed search).
 
     pipe = NoisekitStableDiffusion3Pipeline.from_pipe(StableDiffusion3Pipeline.from_pretrained(...))
     out = pipe("a red circle", seeds=range(4), noise_plan=NoisePlan(nlg={}))

@@ -71,7 +71,7 @@ def test_prompt_sequence_is_the_pipelines_own_conditioning():
     assert torch.equal(sequence[:1, :512], t5) and torch.equal(sequence[:1, 512, : pooled.shape[-1]], pooled)
 
 
-@pytest.mark.parametrize("name", FLOW)
+@pytest.mark.parametrize("name", [*FLOW, "sd3_no_t5"])
 def test_golden_stage_runs_and_replays_on_flow_families(name):
     pipe = flow_pipe(name)
     net = net_for(pipe)
@@ -134,6 +134,31 @@ def test_sixteen_channel_latents_tile_four_by_four_and_refuse_a_four_channel_net
                                          r"StableDiffusion3Pipeline encodes prompts to 333 x 64"):
         apply_npnet(flow_pipe("sd3"), net_for(flow_pipe("flux_dev")), PROMPT, seed_noise(flow_pipe("sd3"), [0],
                     height=SIZE, width=SIZE), seed_recipes([0], (4, 16, 16)))
+
+
+def test_variable_length_prompts_are_refused_in_one_line():
+    from noisekit.testing_dit import tiny_qwen_image_pipeline
+
+    pipe = tiny_qwen_image_pipeline()
+    with pytest.raises(ValueError, match=r"^golden noise \(NPNet\) needs prompts encoded to a fixed number of "
+                                         r"tokens [^\n]+ QwenImagePipeline encodes each prompt to its own length\.$"):
+        pipeline_text_shape(pipe)
+
+
+def test_golden_noise_on_flux2_and_a_library_on_qwen_image(clip, tmp_path):
+    from noisekit.testing_dit import tiny_flux2_pipeline, tiny_qwen_image_pipeline
+
+    flux2 = tiny_flux2_pipeline()
+    noise = seed_noise(flux2, [0], height=SIZE, width=SIZE)  # the patchified grid (C, h, w)
+    net = net_for(flux2, sample_size=noise.shape[-1])
+    golden, recipes = apply_npnet(flux2, net, PROMPT, noise, seed_recipes([0], noise.shape[1:]))
+    assert golden.shape == noise.shape and not torch.equal(golden, noise)
+    torch.testing.assert_close(recipes[0].replay(pipe=flux2, npnet=net), golden, rtol=0, atol=1e-5)
+    qwen = tiny_qwen_image_pipeline()
+    path = str(tmp_path / "lib")
+    build_library(qwen, path, 3, extractors=["color", clip], num_inference_steps=2, height=SIZE, width=SIZE)
+    chosen, _, result = library_noise(qwen, path, (), PROMPT, 2, height=SIZE, width=SIZE)
+    assert torch.equal(chosen, seed_noise(qwen, result.seeds, height=SIZE, width=SIZE))
 
 
 def _official_pth(net, path):

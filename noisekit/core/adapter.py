@@ -39,7 +39,11 @@ class AdapterBase:
         """`(len(rows), T, D)`: each prompt as one token sequence, what prompt-conditioned noise transforms (NPNet)
         read: the stock call's positive `prompt_embeds` (SD/SDXL: what the official NPNet feeds; SD3: CLIP + T5
         joined, at full length whatever the adapter encodes internally)."""
-        return torch.cat([self.call_embeds(conditioning, int(row))["prompt_embeds"] for row in rows])
+        embeds = [self.call_embeds(conditioning, int(row)) for row in rows]
+        if any("prompt_embeds_mask" in e for e in embeds):  # Qwen-Image: each prompt trimmed to its own length
+            raise ValueError(f"golden noise (NPNet) needs prompts encoded to a fixed number of tokens (it flattens T x "
+                             f"D); {type(self.pipe).__name__} encodes each prompt to its own length.")
+        return torch.cat([e["prompt_embeds"] for e in embeds])
 
     def encode(self, prompts, negative_prompt=None, with_uncond=True, height=None, width=None):
         """Encode each distinct prompt on its own (a prompt's embedding never depends on the others in a run)."""
