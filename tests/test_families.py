@@ -269,3 +269,27 @@ def test_inspect_schedule_reads_sanas_flow_dpm_solver():
     report = inspect_schedule(_flow("sana").scheduler, STEPS)  # DPM-Solver (it has alphas_cumprod) on flow sigmas
     assert report.prediction_type == "flow" and report.flow_shift == 3.0 and report.starts_at_last_timestep
     assert 0.999 < report.sigmas[0] < 1.0 and "flow sigmas (shift 3)" in str(report)
+
+
+@pytest.mark.parametrize("name", ["pixart_sigma", "sana"])
+def test_golden_noise_and_library_run_on_pixart_and_sana(name, tmp_path):
+    """Through the generic paths: NPNet sized to the family's channels and prompt sequence (T5 / Gemma 2, 300
+    tokens), and a library of the pipeline's deterministic posteriors (DDIM for PixArt, its own flow sampler for SANA)."""
+    from noisekit.core.candidates import from_seeds
+    from noisekit.library import NoiseLibrary, build_library
+    from noisekit.transforms.golden import golden_stage
+    from noisekit.transforms.npnet import SMALL_SWIN, NoisePromptNet, pipeline_text_shape
+
+    pipe = _flow(name)
+    tokens, width = pipeline_text_shape(pipe)
+    assert tokens == 300
+    net = NoisePromptNet(sample_size=16, latent_channels=adapter_for(pipe).latent_channels, text_embed_dim=width,
+                         max_text_tokens=tokens, swin_kwargs=SMALL_SWIN).eval()
+    sampler = Sampler(pipe, [PROMPT], num_inference_steps=STEPS, height=32, width=32)
+    start = from_seeds(sampler.shape, [0])
+    golden = golden_stage(sampler, start, net)
+    assert golden.noise.shape == start.noise.shape and golden.recipes[0].transforms[-1]["name"] == "npnet"
+    build_library(pipe, str(tmp_path / "lib"), num_seeds=2, height=32, width=32, num_inference_steps=2, shard_size=2)
+    library = NoiseLibrary.load(str(tmp_path / "lib"))
+    posterior = {"pixart_sigma": "DDIMScheduler", "sana": "DPMSolverMultistepScheduler"}[name]
+    assert library.seeds.tolist() == [0, 1] and library.manifest["posterior"]["scheduler"]["class"] == posterior
