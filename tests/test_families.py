@@ -243,15 +243,18 @@ def test_gemma_tokenizer_is_built_offline():
     assert ids[0] == 2 and ids[-1] == 0 and 3 not in ids  # <bos> first, <pad> last, no <unk> (byte fallback)
 
 
-def test_pixart_nlg_and_zero_snr_run_as_on_unets():
+def test_pixart_nlg_zero_snr_and_inspect_schedule_run_as_on_unets():
     """PixArt is a VP epsilon model: NLG evaluates at T - 1 (its betas end at SNR 4e-5, not zero), and zero_snr sets
     trailing spacing but refuses zero terminal SNR for an epsilon model, in one line."""
     from noisekit.core.candidates import from_seeds
+    from noisekit.core.inspect_schedule import inspect_schedule
     from noisekit.core.schedule import zero_snr
     from noisekit.transforms.nlg import evaluation_timestep, nlg_stage
 
     pipe = _flow("pixart_sigma")
     assert evaluation_timestep(pipe.scheduler) == 999
+    report = inspect_schedule(pipe.scheduler, STEPS)
+    assert report.prediction_type == "epsilon" and report.starts_at_last_timestep and not report.zero_terminal_snr
     sampler = Sampler(pipe, [PROMPT], num_inference_steps=STEPS, guidance_scale=4.5, height=32, width=32)
     start = from_seeds(sampler.shape, [0, 1])
     refined = nlg_stage(sampler, start, num_iterations=2, noise_variance=0.0)
