@@ -3,6 +3,8 @@
     python benchmarks/bench_search.py --num_candidates 32 --output benchmarks/results/bench_search.json
     python benchmarks/bench_search.py --noise_aware_path runs/naj/noise-aware --output runs/bench_search/na.json
     python benchmarks/bench_search.py --tiny --output /tmp/bench_search_tiny.json   # random weights, seconds
+    python benchmarks/bench_search.py --num_prompts 2 --num_candidates 8 --steps 10 --online_prompts 1 \
+        --output /tmp/bench_search_small.json     # the real shapes world, a check that it runs (a minute)
     python benchmarks/bench_search.py --num_candidates 32 --table runs/shapes_table.safetensors \
         --save_schedule assets/shapes-judge-noise-aware     # re-calibrate the shipped schedule
 
@@ -22,7 +24,13 @@ them calibrates (grid search of pruning schedules), the second half reports. Ste
    best-of-N's cost (and of its NFE) TTSnap needs to reach best-of-N's reward (exact expected best-of-N, TTSnap's
    curve over N0 = 1..pool); Kendall tau of each step's preview scores against the final reward (per prompt, mean).
 4. One online run per arm (`best_of_n` / `search`) on `--online_prompts` held-out prompts at `--online_budget`,
-   timed in seconds, with its realised NFE and cost, next to the offline replay of the same seeds (same pick?).
+   timed in seconds (denoiser, decode and reward seconds too), with its realised NFE and cost, next to the offline
+   replay of the same seeds (same pick?).
+5. Equal seconds (`equal_seconds.py`): best-of-N, every TTSnap arm and cheap drafts (`--draft_steps`-step drafts of
+   every seed, the `--draft_finish` best finished) on the same held-out prompts, each given the same
+   `--budget_seconds` per prompt (default: the seconds of `--online_budget` NFE on this machine), converted to
+   NFE-equivalents through the measured cost model; each run timed for real. The command and the machine are
+   printed and recorded with the results.
 
 Costs: one candidate step is 2 NFE under CFG; one reward call (decode + judge of one image) costs `--reward_cost`
 NFE-equivalents. Seconds: online runs are measured; offline arms carry an estimate from the recording's measured
@@ -43,6 +51,8 @@ import tempfile
 import time
 
 import torch
+
+from equal_seconds import command_line, equal_seconds, machine, print_equal_seconds  # the sibling script
 
 from noisekit.search.budget import PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
 from noisekit.search.calibrate import (TrajectoryTable, bon_equivalent, calibrate_schedule, evaluate,
@@ -91,6 +101,11 @@ def parse_args(input_args=None):
     parser.add_argument("--top_k", type=int, default=5, help="grid-search schedules reported on held-out")
     parser.add_argument("--online_prompts", type=int, default=None, help="held-out prompts run online (4)")
     parser.add_argument("--online_budget", type=int, default=None, help="default: the grid's largest budget")
+    parser.add_argument("--budget_seconds", type=float, default=None,
+                        help="equal-seconds budget per prompt for every arm (default: the seconds of --online_budget "
+                             "NFE on this machine)")
+    parser.add_argument("--draft_steps", type=int, default=None, help="cheap drafts' steps (default steps // 5)")
+    parser.add_argument("--draft_finish", type=int, default=4, help="cheap drafts finished at full steps")
     parser.add_argument("--table", default=None,
                         help="trajectory table file: loaded when it exists (same prompts, seeds), else written")
     parser.add_argument("--save_schedule", default=None,
@@ -113,6 +128,12 @@ def parse_args(input_args=None):
         parser.error("--online_prompts must not exceed the held-out half of --num_prompts.")
     if args.reward_cost < 0 or args.micro_batch_size < 1 or args.iterations < 1 or args.grid_iterations < 1:
         parser.error("--reward_cost must be >= 0; --micro_batch_size, --iterations, --grid_iterations >= 1.")
+    if args.draft_steps is None:
+        args.draft_steps = max(2, args.steps // 5)
+    if not 1 <= args.draft_steps < args.steps or args.draft_finish < 1:
+        parser.error("--draft_steps must lie in [1, --steps) and --draft_finish be >= 1.")
+    if args.budget_seconds is not None and not (math.isfinite(args.budget_seconds) and args.budget_seconds > 0):
+        parser.error(f"--budget_seconds must be a number of seconds > 0, got {args.budget_seconds}.")
     return args
 
 
@@ -392,6 +413,8 @@ def online(args, pipe, judge, naj, prompts, arms, budget, table_held, seeds):
             offline_seed = seeds[int(best[0])]
             runs.append({"prompt": prompts[p], "n": n, "counts": list(result.counts), "nfe": result.nfe,
                          "reward_calls": result.reward_calls, "cost": result.cost, "seconds": round(elapsed, 3),
+                         **{f"{part}_seconds": round(result.seconds[part], 3) for part in ("denoiser", "decode",
+                                                                                           "reward")},
                          "best_seed": result.best.seed, "reward": result.best.final_scores[REWARD],
                          "offline_seed": offline_seed,
                          "offline_reward": float(table.scores[REWARD][p, int(best[0]), -1])})
@@ -400,6 +423,8 @@ def online(args, pipe, judge, naj, prompts, arms, budget, table_held, seeds):
                      "nfe_per_prompt": sum(r["nfe"] for r in runs) / count,
                      "cost_per_prompt": sum(r["cost"] for r in runs) / count,
                      "seconds_per_prompt": seconds / count,
+                     **{f"{part}_seconds_per_prompt": sum(r[f"{part}_seconds"] for r in runs) / count
+                        for part in ("denoiser", "decode", "reward")},
                      "reward": sum(r["reward"] for r in runs) / count,
                      "offline_reward": sum(r["offline_reward"] for r in runs) / count,
                      "same_pick": sum(r["best_seed"] == r["offline_seed"] for r in runs) / count,
@@ -423,6 +448,8 @@ def schedule_text(schedule):
 def print_report(result):
     cfg, off = result["config"], result["offline"]
     budgets = off["budgets"]
+    print(f"\ncommand: {result['command']}")
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in result["machine"].items()))
     print(f"\nheld-out {cfg['heldout_prompts']} prompts x {cfg['num_candidates']} seeds, {cfg['steps']} steps, "
           f"CFG {cfg['guidance_scale']} ({cfg['nfe_per_step']} NFE/step), {cfg['reward_cost']} NFE-eq per reward "
           f"call; one best-of-N candidate = {off['candidate_cost']} NFE-eq; calibration {cfg['calibration_prompts']} "
@@ -461,12 +488,15 @@ def print_report(result):
     if result.get("online"):
         first = next(iter(result["online"].values()))
         print(f"online, {first['prompts']} held-out prompts at B={first['budget']}:")
-        print(f"  {'arm':26s} {'NFE/prompt':>10s} {'cost/prompt':>11s} {'s/prompt':>9s} {'reward':>7s} "
-              f"{'offline':>7s} {'same pick':>9s}")
+        print(f"  {'arm':34s} {'NFE/prompt':>10s} {'cost/prompt':>11s} {'s/prompt':>9s} {'denoiser':>9s} "
+              f"{'decode':>7s} {'reward s':>8s} {'reward':>7s} {'offline':>7s} {'same pick':>9s}")
         for name, run in result["online"].items():
-            print(f"  {name:26s} {run['nfe_per_prompt']:10.1f} {run['cost_per_prompt']:11.1f} "
-                  f"{run['seconds_per_prompt']:9.3f} {run['reward']:7.3f} {run['offline_reward']:7.3f} "
-                  f"{run['same_pick']:9.2f}")
+            print(f"  {name:34s} {run['nfe_per_prompt']:10.1f} {run['cost_per_prompt']:11.1f} "
+                  f"{run['seconds_per_prompt']:9.3f} {run['denoiser_seconds_per_prompt']:9.3f} "
+                  f"{run['decode_seconds_per_prompt']:7.3f} {run['reward_seconds_per_prompt']:8.3f} "
+                  f"{run['reward']:7.3f} {run['offline_reward']:7.3f} {run['same_pick']:9.2f}")
+    if result.get("equal_seconds"):
+        print_equal_seconds(result["equal_seconds"])
     print("targets (issue 6):", json.dumps(result["targets"]))
 
 
@@ -590,14 +620,19 @@ def main(args):
     offline["evaluation_seconds"] = round(time.perf_counter() - evaluation_began, 2)
 
     online_budget = args.online_budget or budgets[-1]
-    online_runs = {}
+    online_runs, same_seconds = {}, None
     if args.online_prompts > 0:
         log(args, f"online runs: {args.online_prompts} prompts x {len(arms)} arms at B={online_budget}")
         table_held = table.split(heldout_rows)
-        online_runs = online(args, pipe, judge, naj, [prompts[i] for i in heldout_rows[: args.online_prompts]],
-                             arms, online_budget, table_held, seeds)
+        online_prompts = [prompts[i] for i in heldout_rows[: args.online_prompts]]
+        online_runs = online(args, pipe, judge, naj, online_prompts, arms, online_budget, table_held, seeds)
+        log(args, f"equal seconds: {args.online_prompts} prompts x {len(arms) + 1} arms")
+        same_seconds = equal_seconds(args, pipe, judge, naj, online_prompts, arms, args.budget_seconds,
+                                     default_nfe=online_budget, reward=REWARD)
 
     result = {
+        "command": command_line(),
+        "machine": machine(pipe.device),
         "config": {**models, "tiny": args.tiny, "num_prompts": args.num_prompts,
                    "calibration_prompts": len(calibration_rows), "heldout_prompts": len(heldout_rows),
                    "num_candidates": args.num_candidates, "steps": args.steps,
@@ -611,6 +646,7 @@ def main(args):
         "timing": {"load_seconds": round(load_seconds, 2), "record": record_timing},
         "offline": offline,
         "online": online_runs,
+        "equal_seconds": same_seconds,
         "targets": targets(offline["arms"]),
     }
     result["timing"]["total_seconds"] = round(time.perf_counter() - began, 2)

@@ -16,11 +16,13 @@ Examples:
 """
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..core.candidates import from_seeds
+from ..core.clock import synchronize
 from .scoring import as_reward_dict, decode_in_pieces, preview_view, score, step_sigmas
 
 FIXED_REWARD_COST = 1  # the assumed NFE-equivalents per reward call of earlier runs (cost model "fixed")
@@ -44,7 +46,8 @@ class TimedCost:
     """Seconds per NFE and per reward call on this machine, and the NFE-equivalents charged per reward call.
 
     Args:
-        seconds_per_nfe (`float`): one denoiser evaluation (one row of a batch; a CFG step on B candidates is 2B).
+        seconds_per_nfe (`float`): one denoiser evaluation (one row of a batch; a CFG step on B candidates is 2B),
+            with its share of the step around it (scheduler, guidance).
         seconds_per_reward_call (`float`): one image decoded by the VAE and scored by one reward model (the decode
             is shared by the rewards scoring that image).
         name (`str`): `"measured"` charges their ratio per reward call; `"fixed"` charges `fixed_reward_cost`.
@@ -99,8 +102,13 @@ class TimedCost:
 @torch.no_grad()
 def measure_cost(sampler, rewards, *, prompt_index=0, num_candidates=PROBE_CANDIDATES, repeats=PROBE_REPEATS,
                  name="measured", fixed_reward_cost=FIXED_REWARD_COST):
-    """Time `repeats` first denoiser steps of `num_candidates` probe seeds and `repeats` decode + score passes of
-    their x0 previews, after one untimed warm-up of each (lazy initialisation, kernel selection).
+    """Time `repeats` first steps of `num_candidates` probe seeds and `repeats` decode + score passes of their x0
+    previews, after one untimed warm-up of each (lazy initialisation, kernel selection).
+
+    A step is timed whole (the denoiser with CFG, the scheduler, the batch's setup), as a search spends it, so that a
+    budget in seconds buys what it says even where the denoiser is a small share of a step (tiny models on a CPU);
+    the denoiser's own seconds are in `probe`. A reward call is the decode and the scoring of one image by one
+    reward (the decode shared among the rewards).
 
     Args:
         sampler (`Sampler`): the run's sampler (its settings, batch and device set the cost).
@@ -119,17 +127,22 @@ def measure_cost(sampler, rewards, *, prompt_index=0, num_candidates=PROBE_CANDI
     candidates = from_seeds(sampler.shape, range(PROBE_SEED, PROBE_SEED + num_candidates), prompt_index)
     prompt, sigma = sampler.prompts[prompt_index], step_sigmas(sampler)[0]
     clock = sampler.clock
-    timed, nfe, images = clock.read(), 0, 0
+    timed, nfe, images, steps = clock.read(), 0, 0, 0.0
     for repeat in range(repeats + 1):
         if repeat == 1:  # everything before is the warm-up
-            timed, nfe, images = clock.read(), sampler.nfe, 0
+            timed, nfe, images, steps = clock.read(), sampler.nfe, 0, 0.0
+        synchronize(sampler.device)
+        began = time.perf_counter()
         x0 = sampler.start_candidates(candidates).step(preview=True)
+        synchronize(sampler.device)
+        steps += time.perf_counter() - began
         pictures = decode_in_pieces(sampler, x0)
         score(rewards, pictures, prompt, sigma=sigma, clock=clock)
         images += len(pictures)
     spent, nfe = clock.since(timed), sampler.nfe - nfe
-    seconds_per_nfe = spent["denoiser"] / nfe
+    seconds_per_nfe = steps / nfe
     seconds_per_call = (spent["decode"] + spent["reward"]) / (images * len(rewards))
     probe = {"candidates": num_candidates, "repeats": repeats, "nfe": nfe, "images": images,
-             "reward_calls": images * len(rewards), **{f"{part}_seconds": round(s, 6) for part, s in spent.items()}}
+             "reward_calls": images * len(rewards), "step_seconds": round(steps, 6),
+             **{f"{part}_seconds": round(s, 6) for part, s in spent.items()}}
     return TimedCost(seconds_per_nfe, seconds_per_call, name, fixed_reward_cost, probe)
