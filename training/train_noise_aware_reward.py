@@ -19,6 +19,15 @@
 
 Output `output_dir/noise-aware`: load it with `load_reward("noise-aware", path=..., mode="sigma"|"stages")`.
 Resumes from `output_dir/checkpoints` on restart.
+
+`--student latent` distils into `LatentRewardModel`s (`noisekit.rewards.latent`) that score the x0 *latents*
+with no VAE decode: the data step stores the previews as float16 latents (plus the final latents, and decoded
+validation previews for the teacher's baseline); both students start at random and first train a warm-up stage
+on the final latents at sigma = 0 (they cannot start as the teacher, which reads pixels); the curriculum,
+losses and validation are the same. Output `output_dir/noise-aware-latent`:
+`load_reward("noise-aware-latent", path=..., mode="sigma"|"stages")`.
+
+    python training/train_noise_aware_reward.py --student latent --output_dir runs/najl --publish_dtype float16
 """
 
 import argparse
@@ -36,11 +45,14 @@ from noisekit.search.calibrate import kendall_tau  # noqa: E402
 from noisekit.core.families import decode  # noqa: E402
 from noisekit.core.noise import seed_noise  # noqa: E402
 from noisekit.rewards import load_reward  # noqa: E402
+from noisekit.rewards.latent import LatentRewardModel  # noqa: E402
 from noisekit.rewards.noise_aware import DistilledRewardModel  # noqa: E402
 from noisekit.core.sampler import Sampler  # noqa: E402
 from noisekit.search.strategies import step_sigmas  # noqa: E402
 
 LOSSES = ("mse", "ranking")
+STUDENTS = ("image", "latent")
+DEFAULT_LEARNING_RATES = {"image": 1e-5, "latent": 1e-3}  # a copy of the teacher is fine-tuned, a latent CNN trained
 
 
 def parse_args(input_args=None):
@@ -49,6 +61,9 @@ def parse_args(input_args=None):
                         help="diffusers pipeline folder or hub id (default: the shapes-t2i asset)")
     parser.add_argument("--teacher", default="shapes-judge", help="registry name of the clean reward")
     parser.add_argument("--teacher_kwargs", default="{}", help="JSON options of the teacher's loader, e.g. a path")
+    parser.add_argument("--student", choices=STUDENTS, default="image",
+                        help="image: copies of the teacher on decoded previews; latent: small CNNs on x0 latents "
+                             "(no decode when scoring)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--prompt_file", default=None, help="one prompt per line (default: shapes-world captions)")
     parser.add_argument("--num_prompts", type=int, default=1024, help="training prompts")
@@ -61,10 +76,14 @@ def parse_args(input_args=None):
     parser.add_argument("--steps_per_stage", type=int, default=300)
     parser.add_argument("--train_batch_size", type=int, default=64)
     parser.add_argument("--generation_batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=1e-5,
-                        help="TTSnap uses 3e-6 to 5e-7 on ViT rewards; 1e-4 lowered the shapes judge's validation tau")
+    parser.add_argument("--learning_rate", type=float, default=None,
+                        help="default 1e-5 for image students (TTSnap uses 3e-6 to 5e-7 on ViT rewards; 1e-4 lowered "
+                             "the shapes judge's validation tau), 1e-3 for latent students (trained from scratch)")
     parser.add_argument("--adapter_learning_rate", type=float, default=1e-3)
     parser.add_argument("--min_lr_scale", type=float, default=0.5)
+    parser.add_argument("--warmup_steps", type=int, default=None,
+                        help="latent students: steps on the final latents at sigma 0 before the curriculum "
+                             "(default --steps_per_stage)")
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--max_grad_norm", type=float, default=5.0)
     parser.add_argument("--loss", choices=LOSSES, default="mse",
@@ -103,6 +122,14 @@ def parse_args(input_args=None):
         raise ValueError(f"--publish_stages must be trained steps {args.step_targets}, got {published}.")
     args.publish_stages = sorted(set(published), reverse=True)
     args.teacher_kwargs = json.loads(args.teacher_kwargs)
+    if args.learning_rate is None:
+        args.learning_rate = DEFAULT_LEARNING_RATES[args.student]
+    if args.student == "image" and args.warmup_steps is not None:
+        raise ValueError("--warmup_steps applies to --student latent (an image student starts as the teacher).")
+    if args.student == "latent" and args.warmup_steps is None:
+        args.warmup_steps = args.steps_per_stage
+    if args.warmup_steps is not None and args.warmup_steps < 0:
+        raise ValueError(f"--warmup_steps must be >= 0, got {args.warmup_steps}.")
     return args
 
 
@@ -129,11 +156,14 @@ def read_prompts(args):
 
 
 @torch.no_grad()
-def make_data(pipe, teacher, prompts, args):
-    """Decoded x0 previews `(P * S, K, 3, H, W)` uint8 at the target steps (trajectory-major, S seeds per prompt),
-    the teacher's final-image reward `(P * S,)` and the sigma of each target step. Previews are decoded and
-    quantised to 8 bits once, as TTSnap reads saved PNGs; training then never runs the VAE."""
-    previews, labels, per_chunk = [], [], max(1, args.generation_batch_size // args.num_seeds)
+def make_data(pipe, teacher, prompts, args, with_pixels=True):
+    """`({name: tensor}, sigmas)`: the teacher's final-image reward `labels` `(P * S,)` (trajectory-major, S seeds
+    per prompt), the sigma of each target step, and the x0 previews at the target steps: decoded `pixels`
+    `(P * S, K, 3, H, W)` uint8 (when `with_pixels`; decoded and quantised to 8 bits once, as TTSnap reads saved
+    PNGs, so training never runs the VAE) and, for latent students, `latents` `(P * S, K, C, h, w)` and the final
+    `final_latents` `(P * S, C, h, w)` in float16."""
+    previews, latents, finals, labels = [], [], [], []
+    per_chunk = max(1, args.generation_batch_size // args.num_seeds)
     sampler = None
     for start in range(0, len(prompts), per_chunk):
         chunk = prompts[start : start + per_chunk]
@@ -143,13 +173,22 @@ def make_data(pipe, teacher, prompts, args):
         noise = seed_noise(pipe, range(first, first + count), sampler.height, sampler.width)
         batch = sampler.start(noise, [p for p in range(len(chunk)) for _ in range(args.num_seeds)])
         x0 = batch.run(preview_steps=set(args.step_targets))
-        previews.append(torch.stack([to_uint8(decode(pipe, x0[s].to(pipe.vae.dtype), "pt"))
-                                     for s in args.step_targets], 1))
+        if with_pixels:
+            previews.append(torch.stack([to_uint8(decode(pipe, x0[s].to(pipe.vae.dtype), "pt"))
+                                         for s in args.step_targets], 1))
+        if args.student == "latent":
+            latents.append(torch.stack([x0[s].half().cpu() for s in args.step_targets], 1))
+            finals.append(batch.latents.half().cpu())
         images = batch.decode("pil")
         labels.append(teacher(images, [p for p in chunk for _ in range(args.num_seeds)]).float().cpu())
         print(f"data: {start + len(chunk)}/{len(prompts)} prompts", flush=True)
     sigmas = step_sigmas(sampler)
-    return torch.cat(previews), torch.cat(labels), [sigmas[s] for s in args.step_targets]
+    tensors = {"labels": torch.cat(labels)}
+    if with_pixels:
+        tensors["pixels"] = torch.cat(previews)
+    if args.student == "latent":
+        tensors.update(latents=torch.cat(latents), final_latents=torch.cat(finals))
+    return tensors, [sigmas[s] for s in args.step_targets]
 
 
 def pairwise_loss(scores, labels, group, temperature):
@@ -177,12 +216,15 @@ def to_uint8(images):
     return (images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
-def stored_columns(data_path, step_targets):
+def stored_columns(data_path, step_targets, student="image"):
     """Column of each of `step_targets` in the stored previews (`data_path`'s metadata)."""
     from safetensors import safe_open
 
     with safe_open(data_path, "pt") as f:
         stored = json.loads(f.metadata()["step_targets"])
+        needed = "train/latents" if student == "latent" else "train/pixels"
+        if needed not in f.keys():  # noqa: SIM118  (safe_open is no mapping)
+            raise ValueError(f"{data_path} holds no {needed} for --student {student}; use another --output_dir.")
     missing = [s for s in step_targets if s not in stored]
     if missing:
         raise ValueError(f"{data_path} holds previews of steps {stored}, not {missing}; use another --output_dir.")
@@ -192,6 +234,61 @@ def stored_columns(data_path, step_targets):
 def pixels_of(transform, images, device):
     """Stored uint8 previews -> the reward's preprocessing."""
     return transform(images.to(device).float() / 255, device)
+
+
+def stage_plan(args, sigmas, columns_of):
+    """`[(step, sigma, column, length)]` in training order: each curriculum stage's step (None for the latent
+    warm-up on final latents), noise level, column of the training inputs (`training_inputs`) and steps."""
+    if args.student == "image":
+        return [(s, sigmas[k], int(columns_of[k]), args.steps_per_stage) for k, s in enumerate(args.step_targets)]
+    warmup = [(None, 0.0, 0, args.warmup_steps)] if args.warmup_steps else []
+    return warmup + [(s, sigmas[k], int(columns_of[k]) + 1, args.steps_per_stage)
+                     for k, s in enumerate(args.step_targets)]
+
+
+def training_inputs(data, split, student):
+    """What the students read, `(N, columns, ...)`: stored uint8 previews, or for latent students the final latents
+    (column 0) followed by the stored x0 latents."""
+    if student == "image":
+        return data[f"{split}/pixels"]
+    return torch.cat([data[f"{split}/final_latents"][:, None], data[f"{split}/latents"]], 1)
+
+
+def model_inputs(student, transform, stored, device):
+    """Stored rows -> a student's input: the teacher's preprocessing of pixels, or float32 latents."""
+    if student == "image":
+        return pixels_of(transform, stored, device)
+    return stored.to(device).float()
+
+
+def make_students(args, latent_shape):
+    """`({conditioning: model}, {conditioning: optimizer})` for the per-stage ("none") and sigma students."""
+    if args.student == "image":
+        students = {c: DistilledRewardModel(args.teacher, args.teacher_kwargs, c) for c in ("none", "sigma")}
+        return students, {
+            "none": torch.optim.AdamW(students["none"].parameters(), args.learning_rate,
+                                      weight_decay=args.weight_decay),
+            "sigma": torch.optim.AdamW(
+                [{"params": students["sigma"].student.parameters()},
+                 {"params": students["sigma"].adapter.parameters(), "lr": args.adapter_learning_rate}],
+                args.learning_rate, weight_decay=args.weight_decay)}
+    channels, height, width = latent_shape
+    if height != width:
+        raise ValueError(f"--student latent reads square latents, got {height} x {width}.")
+    students = {}
+    for c in ("none", "sigma"):
+        torch.manual_seed(args.seed)  # a seeded random start (a latent student cannot copy the pixel teacher)
+        students[c] = LatentRewardModel(latent_channels=channels, sample_size=height, conditioning=c,
+                                        teacher=args.teacher, teacher_kwargs=args.teacher_kwargs)
+    return students, {c: torch.optim.AdamW(m.parameters(), args.learning_rate, weight_decay=args.weight_decay)
+                      for c, m in students.items()}
+
+
+def stage_loader(student):
+    from noisekit.rewards.latent import load_latent_model
+    from noisekit.rewards.noise_aware import load_model
+
+    return load_latent_model if student == "latent" else load_model
 
 
 def main(args):
@@ -210,39 +307,47 @@ def main(args):
         os.makedirs(args.output_dir, exist_ok=True)
         tensors = {}
         for split, prompts in (("train", train_prompts), ("val", val_prompts)):
-            x0, labels, sigmas = make_data(pipe, teacher, prompts, args)
-            tensors.update({f"{split}/pixels": x0, f"{split}/labels": labels, "sigmas": torch.tensor(sigmas)})
+            # latent students never read decoded training previews; validation keeps them for the teacher's baseline
+            parts, sigmas = make_data(pipe, teacher, prompts, args,
+                                      with_pixels=args.student == "image" or split == "val")
+            tensors.update({f"{split}/{name}": value for name, value in parts.items()})
+            tensors["sigmas"] = torch.tensor(sigmas)
         save_file(tensors, data_path + ".tmp", metadata={"step_targets": json.dumps(args.step_targets)})
         os.replace(data_path + ".tmp", data_path)
     accelerator.wait_for_everyone()
     from safetensors.torch import load_file
 
     data = load_file(data_path)
-    columns_of = stored_columns(data_path, args.step_targets)  # a run may train on a subset of the stored steps
+    # a run may train on a subset of the stored steps
+    columns_of = stored_columns(data_path, args.step_targets, args.student)
     sigmas = [data["sigmas"].tolist()[c] for c in columns_of]
     train_text = [p for p in train_prompts for _ in range(args.num_seeds)]
+    plan = stage_plan(args, sigmas, columns_of)
+    inputs = training_inputs(data, "train", args.student)
+    stage_sigmas = torch.tensor([sigma for _, sigma, _, _ in plan])
+    stage_columns = torch.tensor([column for _, _, column, _ in plan])
+    starts = [sum(length for *_, length in plan[:k]) for k in range(len(plan) + 1)]  # the last is the total
 
-    students = {c: DistilledRewardModel(args.teacher, args.teacher_kwargs, c) for c in ("none", "sigma")}
-    optimizers = {
-        "none": torch.optim.AdamW(students["none"].parameters(), args.learning_rate, weight_decay=args.weight_decay),
-        "sigma": torch.optim.AdamW(
-            [{"params": students["sigma"].student.parameters()},
-             {"params": students["sigma"].adapter.parameters(), "lr": args.adapter_learning_rate}],
-            args.learning_rate, weight_decay=args.weight_decay)}
+    def stage_of(step):
+        """`(stage, steps into it)` of global `step`."""
+        stage = max(k for k in range(len(plan)) if starts[k] <= step)
+        return stage, step - starts[stage]
+
+    students, optimizers = make_students(args, tuple(inputs.shape[2:]))
     # within each stage the rate falls linearly from lr to min_lr_scale * lr (no warm-up)
-    decay = lambda step: 1 - (1 - args.min_lr_scale) * (step % args.steps_per_stage) / args.steps_per_stage  # noqa: E731
+    decay = lambda step: 1 - (1 - args.min_lr_scale) * stage_of(step)[1] / plan[stage_of(step)[0]][3]  # noqa: E731
     schedules = {c: torch.optim.lr_scheduler.LambdaLR(o, decay) for c, o in optimizers.items()}
     for c in students:
         students[c], optimizers[c], schedules[c] = accelerator.prepare(students[c], optimizers[c], schedules[c])
     step, progress = resume(accelerator, args.output_dir)
     timer = Timer(progress["seconds"])
-    total = len(args.step_targets) * args.steps_per_stage
+    total = starts[-1]
     stages_dir = os.path.join(args.output_dir, "stages")
     for model in students.values():
         model.train()
     while step < total:
-        stage = step // args.steps_per_stage
-        if step % args.steps_per_stage == 0:  # a new stage: the optimiser starts afresh (TTSnap re-creates it)
+        stage, within = stage_of(step)
+        if within == 0:  # a new stage: the optimiser starts afresh (TTSnap re-creates it)
             for optimizer in optimizers.values():
                 optimizer.optimizer.state.clear()
         index = train_batch(args, step, len(train_text), accelerator)
@@ -250,10 +355,10 @@ def main(args):
         prompts = [train_text[i] for i in index.tolist()]
         drawn = torch.randint(stage + 1, (len(index),), generator=torch.Generator().manual_seed(args.seed + step))
         losses = {}
-        for c, columns in (("none", torch.full_like(drawn, stage)), ("sigma", drawn)):
-            pixels = pixels_of(teacher.transform, data["train/pixels"][index, columns_of[columns]], accelerator.device)
-            sigma = torch.tensor([sigmas[k] for k in columns.tolist()], device=accelerator.device)
-            scores = students[c](pixels, prompts, sigma).float()
+        for c, picks in (("none", torch.full_like(drawn, stage)), ("sigma", drawn)):
+            batch = model_inputs(args.student, teacher.transform, inputs[index, stage_columns[picks]],
+                                 accelerator.device)
+            scores = students[c](batch, prompts, stage_sigmas[picks].to(accelerator.device)).float()
             loss = torch.nn.functional.mse_loss(scores, labels)
             if args.loss == "ranking":
                 loss = loss + args.ranking_weight * pairwise_loss(scores, labels, args.num_seeds,
@@ -265,15 +370,16 @@ def main(args):
             optimizers[c].zero_grad()
             losses[c] = loss.item()
         step += 1
+        s, sigma, _, _ = plan[stage]
         if step % 50 == 0:
-            accelerator.print(f"step {step}/{total} stage s={args.step_targets[stage]} loss per-stage "
+            accelerator.print(f"step {step}/{total} stage s={'final' if s is None else s} loss per-stage "
                               f"{losses['none']:.5f} sigma {losses['sigma']:.5f} {timer.seconds():.0f}s", flush=True)
-        if step % args.steps_per_stage == 0 and accelerator.is_main_process:
-            s = args.step_targets[stage]
+        stage_done = step == starts[stage + 1]
+        if stage_done and s is not None and accelerator.is_main_process:
             model = accelerator.unwrap_model(students["none"])
-            model.register_to_config(stage_step=s, stage_sigma=sigmas[stage])
+            model.register_to_config(stage_step=s, stage_sigma=sigma)
             model.save_pretrained(os.path.join(stages_dir, f"step-{s}"))
-        if step % args.checkpointing_steps == 0 or step % args.steps_per_stage == 0 or step == total:
+        if step % args.checkpointing_steps == 0 or stage_done or step == total:
             save_checkpoint(accelerator, args.output_dir, step, {"seconds": timer.seconds(), **losses})
 
     if accelerator.is_main_process:
@@ -281,28 +387,29 @@ def main(args):
         report = validate(teacher, sigma_model, stages_dir, data, columns_of, val_prompts, sigmas, args,
                           accelerator.device)
         accelerator.print(json.dumps(report, indent=1))
+        load_stage = stage_loader(args.student)
 
         def write(folder):
-            from noisekit.rewards.noise_aware import load_model
-
             dtype = getattr(torch, args.publish_dtype)
             save(sigma_model, folder, dtype)
             stages = []
             for k, s in enumerate(args.step_targets):
                 if s in args.publish_stages:
-                    checkpoint = load_model(os.path.join(stages_dir, f"step-{s}"))
+                    checkpoint = load_stage(os.path.join(stages_dir, f"step-{s}"))
                     save(checkpoint, os.path.join(folder, "stages", f"step-{s}"), dtype)
                     stages.append({"step": s, "sigma": sigmas[k], "folder": f"step-{s}"})
             with open(os.path.join(folder, "stages", "stages.json"), "w") as f:
                 json.dump(stages, f, indent=1)
 
-        record = {"teacher": args.teacher, "teacher_kwargs": args.teacher_kwargs, "data_seed": args.data_seed,
-                  "steps": step, "num_inference_steps": args.num_inference_steps,
-                  "guidance_scale": args.guidance_scale,
+        record = {"teacher": args.teacher, "teacher_kwargs": args.teacher_kwargs, "student": args.student,
+                  "data_seed": args.data_seed, "steps": step, "num_inference_steps": args.num_inference_steps,
+                  "guidance_scale": args.guidance_scale, "learning_rate": args.learning_rate,
+                  **({"warmup_steps": args.warmup_steps} if args.student == "latent" else {}),
                   "step_targets": args.step_targets, "published_stages": args.publish_stages,
                   "published_dtype": args.publish_dtype, "sigmas": sigmas, "train_seconds": round(timer.seconds(), 1),
                   "validation": report}
-        publish(write, os.path.join(args.output_dir, "noise-aware"), record)
+        name = "noise-aware-latent" if args.student == "latent" else "noise-aware"
+        publish(write, os.path.join(args.output_dir, name), record)
 
 
 def save(model, folder, dtype):
@@ -314,20 +421,27 @@ def save(model, folder, dtype):
 
 @torch.no_grad()
 def validate(teacher, sigma_model, stages_dir, data, columns_of, prompts, sigmas, args, device):
-    """Mean per-prompt Kendall tau of each step's scores against the teacher's final reward."""
-    from noisekit.rewards.noise_aware import load_model
-
+    """Mean per-prompt Kendall tau of each step's scores against the teacher's final reward: the teacher on decoded
+    previews (base), the per-stage and the sigma students on what they read (for latent students also the sigma
+    student on the final latents, `final`: how well it learnt the teacher on clean latents)."""
     labels = data["val/labels"].view(len(prompts), args.num_seeds)
     text = [p for p in prompts for _ in range(args.num_seeds)]
+    inputs = training_inputs(data, "val", args.student)
+    offset = 1 if args.student == "latent" else 0  # the final latents come first
+    tau = lambda scores: round(kendall_tau(scores.float().cpu().view_as(labels), labels), 4)  # noqa: E731
+    load_stage = stage_loader(args.student)
     report = {}
     for k, s in enumerate(args.step_targets):
         pixels = pixels_of(teacher.transform, data["val/pixels"][:, columns_of[k]], device)
+        batch = model_inputs(args.student, teacher.transform, inputs[:, columns_of[k] + offset], device)
         sigma = torch.full((len(text),), sigmas[k], device=device)
-        stage_model = load_model(os.path.join(stages_dir, f"step-{s}")).to(device)
+        stage_model = load_stage(os.path.join(stages_dir, f"step-{s}")).to(device)
         scores = {"base": teacher.score(pixels, text, torch.zeros_like(sigma)),
-                  "stage": stage_model(pixels, text, sigma), "sigma": sigma_model(pixels, text, sigma)}
-        report[f"step-{s}"] = {name: round(kendall_tau(v.float().cpu().view_as(labels), labels), 4)
-                               for name, v in scores.items()}
+                  "stage": stage_model(batch, text, sigma), "sigma": sigma_model(batch, text, sigma)}
+        report[f"step-{s}"] = {name: tau(v) for name, v in scores.items()}
+    if args.student == "latent":
+        final = inputs[:, 0].to(device).float()
+        report["final"] = {"sigma": tau(sigma_model(final, text, torch.zeros(len(text), device=device)))}
     return report
 
 

@@ -159,6 +159,7 @@ class NoiseAwareReward(nn.Module):
 
     noise_aware = True
     needs_prompts = True
+    scores_latents = False  # True for rewards of x0 latents (`noisekit.rewards.latent`): no decode before them
 
     def __init__(self, transform, batch_size=16):
         super().__init__()
@@ -195,6 +196,11 @@ class NoiseAwareReward(nn.Module):
             batch_sigma = sigma[start:stop].to(self.device)
             scores.append(self.score(pixels, prompts[start:stop], batch_sigma).float().flatten())
         return torch.cat(scores)
+
+
+def reads_latents(reward):
+    """Whether `reward` scores x0 latents (a search hands it latents and skips the VAE decode) rather than images."""
+    return bool(getattr(reward, "scores_latents", False))
 
 
 class Reward(NoiseAwareReward):

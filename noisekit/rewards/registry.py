@@ -17,6 +17,8 @@ _REWARDS = {
     "shapes-clip": ("noisekit.rewards.shapes:load_shapes_clip_reward", {}),
     "noise-aware": ("noisekit.rewards.noise_aware:load_noise_aware_reward", {}),
     "shapes-judge-noise-aware": ("noisekit.rewards.noise_aware:load_shapes_judge_noise_aware", {}),
+    "noise-aware-latent": ("noisekit.rewards.latent:load_latent_reward", {}),
+    "shapes-judge-latent": ("noisekit.rewards.latent:load_shapes_judge_latent", {}),
 }
 
 
