@@ -13,6 +13,7 @@ import torch
 
 from .adapter import AdapterBase
 from .conditioning import Conditioning
+from .modular import classic_pipeline
 from .x0 import predict_x0
 
 
@@ -208,6 +209,7 @@ REFUSED = {
 
 def adapter_for(pipe):
     """The family adapter of `pipe`; one line naming the pipeline class when no family serves it."""
+    pipe = classic_pipeline(pipe)  # a diffusers ModularPipeline: the classic pipeline of its components
     for base in type(pipe).__mro__:
         if base.__name__ in REFUSED:
             raise ValueError(f"{type(pipe).__name__} is not supported: {REFUSED[base.__name__]}.")

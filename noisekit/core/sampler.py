@@ -94,7 +94,7 @@ class Sampler:
         guidance_rescale = default_guidance_rescale(pipe) if guidance_rescale is None else guidance_rescale
         if not 0.0 <= guidance_rescale <= 1.0:
             raise ValueError(f"`guidance_rescale` must lie in [0, 1], got {guidance_rescale!r}.")
-        self.pipe = pipe
+        self.pipe = self.adapter.pipe  # for a modular pipeline, the classic one the adapter serves
         self.prompts = list(prompts)
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
