@@ -198,6 +198,7 @@ def run_search(args):
     import torch
 
     from ..plan import SearchStage, replace_stage, run_sampler, search_prompt
+    from ..search.previews import decode_pruned_previews
     from ..runs import describe
 
     began = time.perf_counter()
@@ -230,6 +231,7 @@ def run_search(args):
     def work(index):
         start = time.perf_counter()
         result = search_prompt(sampler, plan, index, args.seed)
+        decode_pruned_previews(sampler, result)  # latent preview rewards left them undecoded; files need images
         records, summary = save_prompt(result, index, len(prompts), args.output_dir)
         summary = {**summary, "seconds": round(time.perf_counter() - start, 3)}
         timed = {part: result.seconds[part] for part in ("denoiser", "decode", "reward")}

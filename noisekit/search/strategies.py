@@ -23,6 +23,7 @@ import torch
 from .budget import CostModel, PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
 from ..core.candidates import from_seeds, seed_list
 from ..rewards.combine import finite_mask, rank_sum, top_positions
+from .previews import check_final_rewards, score_previews
 from .scoring import DECODE_BATCH, as_reward_dict, decode_in_pieces, preview_view, step_sigmas  # noqa: F401
 from .scoring import score as _score
 
@@ -51,6 +52,7 @@ class Candidate:
     best: bool = False
     image: object = None  # the final image, or the last preview of a pruned candidate (PIL)
     latents: object = None  # the final latents `(1, C, h, w)` of a survivor
+    preview: object = None  # x0 latents `(1, C, h, w)` a pruned candidate was scored on undecoded (latent rewards)
     failed: str | None = None  # why it can never be chosen: a reward scored it NaN or +/-inf
 
     def to_dict(self):
@@ -260,6 +262,7 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
     if num_candidates is not None:
         check_candidate_count(num_candidates)
     rewards = as_reward_dict(rewards)
+    check_final_rewards(rewards)
     if preview_rewards is None:
         preview_rewards = {name: preview_view(r) for name, r in rewards.items()}
     elif set(as_reward_dict(preview_rewards)) != set(rewards):
@@ -299,8 +302,9 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
         # 1. run the live candidates to step s_k and score their x0 previews at sigma_{s_k}
         stage_began = time.perf_counter()
         x0 = flight.advance(step + 1, preview_step=step)
-        images = flight.images(x0)
-        scores = _score(preview_rewards, images, prompt, sigma=sigmas[step], clock=sampler.clock)
+        # latent preview rewards read x0 as is: no VAE decode unless some preview reward reads images
+        scores, images = score_previews(preview_rewards, x0, prompt, sigma=sigmas[step], decode=flight.images,
+                                        clock=sampler.clock)
         reward_calls += len(alive) * len(rewards)
         # 2. keep the top n_k = max(1, round(n_{k-1} alpha_k)) by the (rank-summed) preview scores
         failures = _failures(scores, f"at step {step}")
@@ -317,7 +321,11 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
             if position in failures and not candidate.failed:
                 candidate.failed = failures[position]
             if position not in kept:
-                candidate.pruned_at, candidate.image = step, images[position]
+                candidate.pruned_at = step
+                if images is None:
+                    candidate.preview = x0[position : position + 1].cpu()
+                else:
+                    candidate.image = images[position]
         flight.keep(kept)
         alive, done = [alive[p] for p in kept], step + 1
         counts.append(len(alive))

@@ -23,7 +23,8 @@ import torch
 
 from ..core.candidates import from_seeds
 from ..core.clock import synchronize
-from .scoring import as_reward_dict, decode_in_pieces, preview_view, score, step_sigmas
+from .previews import score_previews
+from .scoring import as_reward_dict, decode_in_pieces, preview_view, step_sigmas
 
 FIXED_REWARD_COST = 1  # the assumed NFE-equivalents per reward call of earlier runs (cost model "fixed")
 COST_MODELS = ("measured", "fixed")
@@ -136,9 +137,9 @@ def measure_cost(sampler, rewards, *, prompt_index=0, num_candidates=PROBE_CANDI
         x0 = sampler.start_candidates(candidates).step(preview=True)
         synchronize(sampler.device)
         steps += time.perf_counter() - began
-        pictures = decode_in_pieces(sampler, x0)
-        score(rewards, pictures, prompt, sigma=sigma, clock=clock)
-        images += len(pictures)
+        # as a search scores previews: latent rewards read x0 undecoded, so their calls cost no decode
+        score_previews(rewards, x0, prompt, sigma=sigma, decode=lambda x: decode_in_pieces(sampler, x), clock=clock)
+        images += len(x0)
     spent, nfe = clock.since(timed), sampler.nfe - nfe
     seconds_per_nfe = steps / nfe
     seconds_per_call = (spent["decode"] + spent["reward"]) / (images * len(rewards))
