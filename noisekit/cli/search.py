@@ -278,7 +278,7 @@ def describe_cost(settings):
     model = settings["cost_model"]
     line = f"cost: a reward call = {settings['reward_cost']} NFE-equivalents ({model['name']}"
     if "seconds_per_nfe" in model:
-        line += (f"; measured {model['seconds_per_nfe'] * 1e3:.3g} ms per NFE, "
+        line += (f"; timed here: {model['seconds_per_nfe'] * 1e3:.3g} ms per NFE, "
                  f"{model['seconds_per_reward_call'] * 1e3:.3g} ms per decode + reward call")
     line += ")"
     if settings["budget_seconds"] is not None:
