@@ -18,7 +18,7 @@ import inspect
 import torch
 
 from .conditioning import Conditioning
-from .families import UNetAdapter
+from .unet_families import UNetAdapter
 from .x0 import without_learned_variance
 
 
