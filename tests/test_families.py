@@ -9,8 +9,8 @@ from noisekit.core.families import adapter_for
 from noisekit.core.noise import seed_generators
 from noisekit.core.sampler import Sampler, run_batches
 from noisekit.testing import t5_tokenizer, tiny_flux_pipeline, tiny_lcm_pipeline, tiny_sd3_pipeline
-from noisekit.testing_dit import tiny_flux2_klein_pipeline, tiny_flux2_pipeline, tiny_qwen_image_pipeline
-from noisekit.testing_dits import gemma_tokenizer, tiny_pixart_pipeline, tiny_sana_pipeline
+from noisekit.testing.qwen_flux2 import tiny_flux2_klein_pipeline, tiny_flux2_pipeline, tiny_qwen_image_pipeline
+from noisekit.testing.pixart_sana import gemma_tokenizer, tiny_pixart_pipeline, tiny_sana_pipeline
 
 PROMPT = "a red circle"
 SEEDS = [0, 1, 2]

@@ -137,7 +137,7 @@ def test_sixteen_channel_latents_tile_four_by_four_and_refuse_a_four_channel_net
 
 
 def test_variable_length_prompts_are_refused_in_one_line():
-    from noisekit.testing_dit import tiny_qwen_image_pipeline
+    from noisekit.testing.qwen_flux2 import tiny_qwen_image_pipeline
 
     pipe = tiny_qwen_image_pipeline()
     with pytest.raises(ValueError, match=r"^golden noise \(NPNet\) needs prompts encoded to a fixed number of "
@@ -146,7 +146,7 @@ def test_variable_length_prompts_are_refused_in_one_line():
 
 
 def test_golden_noise_on_flux2_and_a_library_on_qwen_image(clip, tmp_path):
-    from noisekit.testing_dit import tiny_flux2_pipeline, tiny_qwen_image_pipeline
+    from noisekit.testing.qwen_flux2 import tiny_flux2_pipeline, tiny_qwen_image_pipeline
 
     flux2 = tiny_flux2_pipeline()
     noise = seed_noise(flux2, [0], height=SIZE, width=SIZE)  # the patchified grid (C, h, w)

@@ -7,7 +7,7 @@ import torch
 
 from noisekit import sample, seed_noise
 from noisekit.core.families import adapter_for
-from noisekit.testing_dit import tiny_flux2_klein_pipeline, tiny_flux2_pipeline, tiny_qwen_image_pipeline
+from noisekit.testing.qwen_flux2 import tiny_flux2_klein_pipeline, tiny_flux2_pipeline, tiny_qwen_image_pipeline
 
 PROMPTS = ["a red circle", "a small blue square on the left of a green cat"]  # different lengths: a padding mask
 STEPS = 3

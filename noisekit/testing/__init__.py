@@ -10,7 +10,7 @@ from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, St
                        UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from .tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
+from ..tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 
 SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                    set_alpha_to_one=False, steps_offset=1)

@@ -9,7 +9,7 @@ pipelines' resolution binning accepts, so the stock calls run with their default
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
-from .testing import _t5_encoder, _vae, t5_tokenizer
+from . import _t5_encoder, _vae, t5_tokenizer
 
 GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")  # Gemma's ids 0..4
 
