@@ -147,3 +147,48 @@ def test_cost_probe_times_latent_preview_rewards_without_a_decode(sd1_pipe, monk
     sampler = Sampler(sd1_pipe, [PROMPT], num_inference_steps=4, guidance_scale=5.0)
     cost = measure_cost(sampler, {"judge": tiny_latent_reward()}, num_candidates=2, repeats=1)
     assert decoded == [] and cost.probe["reward_calls"] == 2 and cost.seconds_per_reward_call > 0
+
+
+def test_shipped_latent_judge_is_small_and_scores_shapes_latents():
+    from noisekit.shapes.assets import asset_path
+
+    folder = asset_path("shapes-judge-latent")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 1_000_000
+    record = json.loads((folder / "TRAINING.json").read_text())
+    assert record["student"] == "latent" and record["command"].startswith("python training/")
+    stages = json.loads((folder / "stages" / "stages.json").read_text())
+    assert [s["step"] for s in stages] == record["published_stages"]
+    latents = torch.randn(2, 4, 16, 16)
+    for mode in ("sigma", "stages"):
+        scores = load_reward("shapes-judge-latent", mode=mode)(latents, PROMPT, sigma=[stages[0]["sigma"], 0.0])
+        assert scores.shape == (2,) and torch.isfinite(scores).all()
+
+
+def test_search_cli_prunes_with_the_latent_judge_and_replays(tmp_path, monkeypatch, capsys):
+    import diffusers
+
+    from noisekit.cli import main
+
+    decoded, original = [], diffusers.AutoencoderKL.decode
+
+    def decode(self, latents, *args, **kwargs):
+        decoded.append(len(latents))
+        return original(self, latents, *args, **kwargs)
+
+    monkeypatch.setattr(diffusers.AutoencoderKL, "decode", decode)
+    out = tmp_path / "search"
+    assert main(["search", "a red circle on a black background", "--strategy", "ttsnap", "--preview_reward",
+                 "shapes-judge-latent", "--num_candidates", "10", "--output_dir", str(out),
+                 "--quiet"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    summary = results["prompts"][0]
+    assert results["settings"]["preview_rewards"] == "shapes-judge-latent"
+    assert summary["counts"] == [10, 4, 2, 1] and sum(c["best"] for c in results["candidates"]) == 1
+    # the search decoded only the survivor; the 9 pruned previews were decoded afterwards, for their files
+    assert sum(decoded) == 1 + 9
+    assert all((out / c["file"]).is_file() for c in results["candidates"]) and (out / "grid.png").is_file()
+    capsys.readouterr()
+    assert main(["replay", str(out / "results.json"), "--json", "--quiet"]) == 0  # the survivor, image for image
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 1 and report["different"] == 0

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 ASSET_NAMES = ("shapes-t2i", "shapes-t2i-eps", "shapes-flow", "shapes-clip", "shapes-judge",
-               "shapes-judge-noise-aware", "shapes-npnet", "shapes-library")
+               "shapes-judge-noise-aware", "shapes-judge-latent", "shapes-npnet", "shapes-library")
 PIPELINE_ASSETS = ("shapes-t2i", "shapes-t2i-eps", "shapes-flow")  # what `--model` accepts by name
 ASSET_KINDS = {"pipeline": PIPELINE_ASSETS, "npnet": ("shapes-npnet",), "library": ("shapes-library",),
-               "reward": ("shapes-judge", "shapes-judge-noise-aware", "shapes-clip")}
+               "reward": ("shapes-judge", "shapes-judge-noise-aware", "shapes-judge-latent", "shapes-clip")}
 TRAINED = ASSET_NAMES[:-1]  # the library is built, not trained: its manifest is its record
 
 
