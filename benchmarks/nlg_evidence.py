@@ -12,12 +12,12 @@ import time
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
 
 from noisekit import apply_nlg, sample, seed_noise
 from noisekit.core.recipe import seed_recipes
 from noisekit.shapes.dataset import heldout_scenes
 from noisekit.shapes.judge import ShapesJudge, judge_reward
+from noisekit.sources import load_pipeline
 from shapes_quality import report, to_pixels  # noqa: E402  (the sibling script; run from benchmarks/ or the root)
 
 
@@ -44,8 +44,7 @@ def rewards_for(pipe, judge, prompt, noise, args):
 @torch.no_grad()
 def main(args):
     began = time.time()
-    pipe = StableDiffusionPipeline.from_pretrained(args.model)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(args.model, device="cpu", dtype=torch.float32)  # UNet or flow
     judge = ShapesJudge.from_pretrained(args.judge).eval()
     prompts = [s.caption for s in heldout_scenes(args.num_prompts)]
     base, nlg, best2, timestep = [], [], [], None

@@ -15,6 +15,9 @@ DESCRIPTIONS = {
                   "fine-tuned by training/finetune_vpred_ztsnr.py (text encoder frozen, EMA)",
     "shapes-t2i-eps": "epsilon twin on SD 1.x's schedule (scaled_linear, non-zero terminal SNR); VAE (factor 4), "
                       "3-layer 64-wide CLIP text encoder with the real CLIP BPE tokenizer, UNet, trained jointly",
+    "shapes-flow": "rectified-flow StableDiffusion3Pipeline: an MMDiT (6 joint blocks, 128 wide, 2 x 2 patches) trained "
+                   "on shapes-t2i's frozen VAE and CLIP text encoder, whose files it links (the size counts its own "
+                   "files only); no T5",
     "shapes-clip": "open_clip model (custom config: ViT 64 px, patch 8; 3-layer text tower) trained with "
                    "open_clip's ClipLoss; loads with open_clip.create_model_and_transforms('local-dir:...')",
     "shapes-judge": "attribute classifier (ShapesJudge); reward = mean probability of the prompt's stated attributes",
@@ -33,7 +36,8 @@ def load(path):
 
 
 def size_mb(folder):
-    total = sum(os.path.getsize(os.path.join(r, n)) for r, _, files in os.walk(folder) for n in files)
+    """Megabytes of the files in `folder`; a link to another asset's file counts as the link only."""
+    total = sum(os.lstat(os.path.join(r, n)).st_size for r, _, files in os.walk(folder) for n in files)
     return total / 2**20
 
 
@@ -111,10 +115,11 @@ def main():
               "Held-out prompts (captions removed from every training set), 20 steps, CFG 5, one image per prompt and "
               "seed; each attribute is read by the learned judge and by the non-learned pixel check "
               "(`noisekit/shapes/pixelcheck.py`, exact on rendered scenes), and their agreement validates the judge. "
-              "Command: `bash benchmarks/shapes_evidence.sh`.", "",
+              "Commands: `bash benchmarks/shapes_evidence.sh`, `bash benchmarks/flow_evidence.sh` (shapes-flow).", "",
               "| model | attribute | n | judge | pixel check | agreement | bar |", "|---|---|---|---|---|---|---|"]
     for name, label in (("shapes-t2i", "shapes-t2i"), ("shapes-t2i_rescale0.7", "shapes-t2i, CFG rescale 0.7"),
-                        ("shapes-t2i-eps", "shapes-t2i-eps"), ("shapes-t2i-eps_trailing", "shapes-t2i-eps, trailing")):
+                        ("shapes-t2i-eps", "shapes-t2i-eps"), ("shapes-t2i-eps_trailing", "shapes-t2i-eps, trailing"),
+                        ("shapes-flow", "shapes-flow")):
         lines += quality_rows(name, label)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines += ["", f"Measured at commit {commit} on this repository's CPU machine (2 cores)."]

@@ -20,6 +20,9 @@ fi
   $PY training/finetune_vpred_ztsnr.py --pretrained_model_name_or_path assets/shapes-t2i-eps --dataset shapes \
     --output_dir "$RUNS/t2i-ztsnr" --max_train_steps 2000
 [ -d assets/shapes-t2i ] || cp -r "$RUNS/t2i-ztsnr/pipeline" assets/shapes-t2i
+# The flow twin reuses shapes-t2i's VAE and text encoder; its folder links their files.
+[ -d assets/shapes-flow ] || $PY training/train_shapes_flow.py --source assets/shapes-t2i --output_dir "$RUNS/flow" \
+  --output_pipeline assets/shapes-flow --max_train_steps 4500
 [ -d "$RUNS/clip/clip" ] || $PY training/train_shapes_clip.py --vae "$RUNS/vae/vae" --output_dir "$RUNS/clip" \
   --max_train_steps 600 --num_scenes 10000
 [ -d assets/shapes-clip ] || cp -r "$RUNS/clip/clip" assets/shapes-clip

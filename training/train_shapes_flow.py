@@ -1,7 +1,7 @@
 """Train the shapes world's rectified-flow model -> a `StableDiffusion3Pipeline` folder (`assets/shapes-flow`).
 
     python training/train_shapes_flow.py --source assets/shapes-t2i --output_dir runs/flow \
-        --output_pipeline assets/shapes-flow --max_train_steps 7000
+        --output_pipeline assets/shapes-flow --max_train_steps 4500
     accelerate launch training/train_shapes_flow.py ...   # several processes split each batch
 
 An SD3-style MMDiT (`noisekit.shapes.flow`) learns the velocity `noise - x0` on `x_t = (1 - s) x0 + s noise`,
@@ -37,7 +37,7 @@ def parse_args(input_args=None):
     parser.add_argument("--output_pipeline", help="where the pipeline folder goes (default: OUTPUT_DIR/pipeline)")
     parser.add_argument("--data_seed", type=int, default=1)
     parser.add_argument("--num_scenes", type=int, default=50000)
-    parser.add_argument("--max_train_steps", type=int, default=7000)
+    parser.add_argument("--max_train_steps", type=int, default=4500)
     parser.add_argument("--train_batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=4e-4)
     parser.add_argument("--lr_warmup_steps", type=int, default=300)
