@@ -8,30 +8,13 @@ from noisekit import sample, seed_noise
 from noisekit.core.families import adapter_for
 from noisekit.core.noise import seed_generators
 from noisekit.core.sampler import Sampler, run_batches
-from noisekit.testing import t5_tokenizer, tiny_flux_pipeline, tiny_lcm_pipeline, tiny_sd3_pipeline
-from noisekit.testing.qwen_flux2 import tiny_flux2_klein_pipeline, tiny_flux2_pipeline, tiny_qwen_image_pipeline
-from noisekit.testing.pixart_sana import gemma_tokenizer, tiny_pixart_pipeline, tiny_sana_pipeline
+from noisekit.testing import t5_tokenizer, tiny_flux_pipeline
+from noisekit.testing.families import BUILDERS, SETTINGS, STOCK_GUIDANCE
+from noisekit.testing.pixart_sana import gemma_tokenizer
 
 PROMPT = "a red circle"
 SEEDS = [0, 1, 2]
 STEPS = 4
-BUILDERS = {"flux_dev": lambda: tiny_flux_pipeline(guidance_embeds=True),
-            "flux_schnell": lambda: tiny_flux_pipeline(guidance_embeds=False),
-            "sd3": lambda: tiny_sd3_pipeline(with_t5=True), "sd3_no_t5": lambda: tiny_sd3_pipeline(with_t5=False),
-            "lcm": tiny_lcm_pipeline}
-# family -> (guidance_scale, NFE per candidate per step, pixel size)
-SETTINGS = {"flux_dev": (3.5, 1, 32), "flux_schnell": (0.0, 1, 32), "sd3": (4.0, 2, 32), "sd3_no_t5": (4.0, 2, 32),
-            "lcm": (6.0, 1, 16)}
-# PixArt and SANA (DiTs with T5 / Gemma 2 prompts and attention masks; SANA's tokenizer is Gemma's class over a
-# small character vocabulary, `gemma_tokenizer`, since the real one cannot be built offline)
-BUILDERS.update({"pixart_sigma": tiny_pixart_pipeline, "pixart_alpha": lambda: tiny_pixart_pipeline(sigma=False),
-                 "sana": tiny_sana_pipeline})
-SETTINGS.update({"pixart_sigma": (4.5, 2, 32), "pixart_alpha": (4.5, 2, 32), "sana": (4.5, 2, 32)})
-BUILDERS.update(qwen_image=tiny_qwen_image_pipeline, flux2=tiny_flux2_pipeline, flux2_klein=tiny_flux2_klein_pipeline)
-SETTINGS.update(qwen_image=(4.0, 2, 32), flux2=(4.0, 1, 32), flux2_klein=(4.0, 2, 32))
-# The stock call's own names for guidance where they differ: Qwen-Image's true CFG runs on `true_cfg_scale` and only
-# with a negative prompt (noisekit's default one is " ").
-STOCK_GUIDANCE = {"qwen_image": lambda scale: {"true_cfg_scale": scale, "negative_prompt": " "}}
 _PIPES = {}
 
 
