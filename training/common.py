@@ -18,6 +18,26 @@ def batch_indices(data_seed, step, dataset_size, batch_size, accelerator):
     return indices[accelerator.process_index :: accelerator.num_processes]
 
 
+def optimizer_step(accelerator, loss, params, optimizer, *, lr_scheduler=None, ema=None, max_grad_norm=1.0):
+    """Backward, clip, step and zero the gradients; the learning-rate schedule and the EMA follow the step."""
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    if lr_scheduler is not None:
+        lr_scheduler.step()
+    optimizer.zero_grad()
+    if ema is not None:
+        ema.step(params)
+
+
+def log_and_checkpoint(accelerator, args, step, loss, timer, log_every=50):
+    """Print the loss every `log_every` steps; checkpoint every `args.checkpointing_steps` and at the last step."""
+    if step % log_every == 0:
+        accelerator.print(f"step {step} loss {loss.item():.4f} {timer.seconds():.0f}s", flush=True)
+    if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
+        save_checkpoint(accelerator, args.output_dir, step, {"seconds": timer.seconds(), "loss": loss.item()})
+
+
 def latest_checkpoint(output_dir):
     """`(step, path)` of the newest complete checkpoint under `output_dir/checkpoints`, or `(0, None)`."""
     folder = os.path.join(output_dir, "checkpoints")

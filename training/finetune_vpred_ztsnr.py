@@ -28,7 +28,8 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Timer, batch_indices, publish, resume, save_checkpoint, shapes_latents  # noqa: E402
+from common import (  # noqa: E402
+    Timer, batch_indices, log_and_checkpoint, optimizer_step, publish, resume, shapes_latents)
 
 from noisekit.core.weights import store_float16  # noqa: E402
 
@@ -140,16 +141,9 @@ def main(args):
             snr = alphas_cumprod[t] / (1 - alphas_cumprod[t])
             per_sample = per_sample * (snr.clamp(max=args.snr_gamma) / (snr + 1)).to(per_sample.device)
         loss = per_sample.mean()
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        ema.step(unet.parameters())
+        optimizer_step(accelerator, loss, list(unet.parameters()), optimizer, ema=ema)
         step += 1
-        if step % 50 == 0:
-            accelerator.print(f"step {step} loss {loss.item():.4f} {timer.seconds():.0f}s", flush=True)
-        if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
-            save_checkpoint(accelerator, args.output_dir, step, {"seconds": timer.seconds(), "loss": loss.item()})
+        log_and_checkpoint(accelerator, args, step, loss, timer)
 
     if accelerator.is_main_process:
         unet = accelerator.unwrap_model(unet)

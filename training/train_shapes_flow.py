@@ -21,7 +21,8 @@ from diffusers.models.attention_processor import JointAttnProcessor2_0
 from diffusers.training_utils import EMAModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Timer, batch_indices, publish, resume, save_checkpoint, shapes_latents  # noqa: E402
+from common import (  # noqa: E402
+    Timer, batch_indices, log_and_checkpoint, optimizer_step, publish, resume, shapes_latents)
 from train_shapes_t2i import cosine_with_warmup  # noqa: E402
 
 from noisekit.core.weights import store_float16  # noqa: E402
@@ -83,17 +84,9 @@ def main(args):
         velocity = transformer(hidden_states=noisy.to(device), encoder_hidden_states=embeds[index].to(device),
                                pooled_projections=pooled[index].to(device), timestep=(sigma * 1000).to(device)).sample
         loss = torch.nn.functional.mse_loss(velocity.float(), (noise - x0).to(device))
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        ema.step(params)
+        optimizer_step(accelerator, loss, params, optimizer, lr_scheduler=scheduler, ema=ema)
         step += 1
-        if step % 50 == 0:
-            accelerator.print(f"step {step} loss {loss.item():.4f} {timer.seconds():.0f}s", flush=True)
-        if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
-            save_checkpoint(accelerator, args.output_dir, step, {"seconds": timer.seconds(), "loss": loss.item()})
+        log_and_checkpoint(accelerator, args, step, loss, timer)
 
     if accelerator.is_main_process:
         transformer = accelerator.unwrap_model(transformer)

@@ -19,7 +19,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusi
 from diffusers.training_utils import EMAModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Timer, batch_indices, publish, resume, save_checkpoint, shapes_latents  # noqa: E402
+from common import (  # noqa: E402
+    Timer, batch_indices, log_and_checkpoint, optimizer_step, publish, resume, shapes_latents)
 
 from noisekit.shapes.models import MAX_TOKENS, make_text_encoder, make_unet  # noqa: E402
 from noisekit.tokenizer import clip_tokenizer  # noqa: E402
@@ -84,17 +85,9 @@ def main(args):
         hidden = text_encoder(token_ids[index].to(accelerator.device))[0]
         prediction = unet(noisy.to(accelerator.device), t.to(accelerator.device), hidden).sample
         loss = torch.nn.functional.mse_loss(prediction.float(), noise.to(prediction.device))
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        ema.step(params)
+        optimizer_step(accelerator, loss, params, optimizer, lr_scheduler=scheduler, ema=ema)
         step += 1
-        if step % 50 == 0:
-            accelerator.print(f"step {step} loss {loss.item():.4f} {timer.seconds():.0f}s", flush=True)
-        if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
-            save_checkpoint(accelerator, args.output_dir, step, {"seconds": timer.seconds(), "loss": loss.item()})
+        log_and_checkpoint(accelerator, args, step, loss, timer)
 
     if accelerator.is_main_process:
         unet, text_encoder = accelerator.unwrap_model(unet), accelerator.unwrap_model(text_encoder)
