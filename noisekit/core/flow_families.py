@@ -162,13 +162,35 @@ class SD3Adapter(FlowAdapter):
         return embeds
 
 
-class FluxAdapter(FlowAdapter):
+class PackedLatents:
+    """Latents packed as FLUX.1 and Qwen-Image pack them: 2x2 patches as a sequence `(h/2 * w/2, 4C)`. A sequence's
+    latent size is learnt from `set_timesteps` and `pack`, or read from its square."""
+
+    multiple = 2  # packing reads 2x2 latent patches
+
+    def __init__(self, pipe):
+        super().__init__(pipe)
+        self._latent_hw = {}  # packed token count -> latent (h, w)
+
+    def pack(self, latents):
+        b, c, h, w = latents.shape
+        self._latent_hw[(h // 2) * (w // 2)] = (h, w)  # so unpack and the position ids know the size
+        return self.pipe._pack_latents(latents, b, c, h, w)
+
+    def unpack(self, latents):
+        # The pipelines' `_unpack_latents` (Qwen-Image's without its frame axis), the size known or square.
+        b, n, d = latents.shape
+        h, w = self._latent_hw.get(n) or _square(n)
+        latents = latents.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        return latents.reshape(b, d // 4, h, w)
+
+
+class FluxAdapter(PackedLatents, FlowAdapter):
     """FLUX.1: packed 2x2 latents, CLIP pooled + T5 sequence embeddings. dev embeds the guidance scale (one call
     per step, no CFG); schnell has no guidance at all. The stock pipeline's "true CFG" (`true_cfg_scale`) is not
     run by noisekit: `guidance_scale` here is FLUX's embedded guidance."""
 
     family = "flux"
-    multiple = 2  # packing reads 2x2 latent patches
 
     @classmethod
     def matches(cls, pipe):
@@ -186,22 +208,6 @@ class FluxAdapter(FlowAdapter):
 
     def guided(self, guidance_scale):
         return False
-
-    def pack(self, latents):
-        b, c, h, w = latents.shape
-        self._latent_hw[(h // 2) * (w // 2)] = (h, w)  # so unpack and the position ids know the size
-        return self.pipe._pack_latents(latents, b, c, h, w)
-
-    def unpack(self, latents):
-        # FluxPipeline._unpack_latents, with the latent size read from the sequence's square or the sampler.
-        b, n, d = latents.shape
-        h, w = self._latent_hw.get(n) or _square(n)
-        latents = latents.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
-        return latents.reshape(b, d // 4, h, w)
-
-    def __init__(self, pipe):
-        super().__init__(pipe)
-        self._latent_hw = {}  # packed token count -> latent (h, w), learnt from set_timesteps and pack
 
     def set_timesteps(self, scheduler, num_inference_steps, device, shape):
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps

@@ -19,19 +19,14 @@ import numpy as np
 import torch
 
 from .conditioning import Conditioning
-from .flow_families import FlowAdapter, _square
+from .flow_families import FlowAdapter, PackedLatents, _square
 
 EMPTY_NEGATIVE_PROMPT = " "  # what Qwen-Image's examples pass to switch true CFG on
 
 
-class QwenImageAdapter(FlowAdapter):
+class QwenImageAdapter(PackedLatents, FlowAdapter):
     family = "qwen-image"
     text_encoder_names = ("text_encoder",)
-    multiple = 2  # packing reads 2x2 latent patches
-
-    def __init__(self, pipe):
-        super().__init__(pipe)
-        self._latent_hw = {}  # packed token count -> latent (h, w), learnt from set_timesteps and pack
 
     @classmethod
     def matches(cls, pipe):
@@ -53,18 +48,6 @@ class QwenImageAdapter(FlowAdapter):
     @property
     def latent_channels(self):
         return self.denoiser.config.in_channels // 4
-
-    def pack(self, latents):
-        b, c, h, w = latents.shape
-        self._latent_hw[(h // 2) * (w // 2)] = (h, w)
-        return self.pipe._pack_latents(latents, b, c, h, w)
-
-    def unpack(self, latents):
-        # QwenImagePipeline._unpack_latents without its frame axis, the size read from the sampler or the square.
-        b, n, d = latents.shape
-        h, w = self._latent_hw.get(n) or _square(n)
-        latents = latents.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
-        return latents.reshape(b, d // 4, h, w)
 
     # sampling -----------------------------------------------------------------------------------------------
     def set_timesteps(self, scheduler, num_inference_steps, device, shape):
