@@ -90,7 +90,7 @@ def replay_results(path, *, output_dir=None, npnet=None, device=None, progress=N
         npnet: the NPNet of golden-noise recipes, if it moved (default: the one the settings name).
 
     Returns:
-        `{"images", "identical", "within_tolerance", "different", "max_pixel_difference", "noise": {status: n},
+        `{"images", "identical", "within tolerance", "different", "max_pixel_difference", "noise": {status: n},
         "max_noise_difference", "output_dir", "per_image": [{"file", "status", "pixel_difference"}]}`.
     """
     from .core.schedule import zero_snr
