@@ -192,3 +192,50 @@ def test_search_cli_prunes_with_the_latent_judge_and_replays(tmp_path, monkeypat
     assert main(["replay", str(out / "results.json"), "--json", "--quiet"]) == 0  # the survivor, image for image
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 1 and report["different"] == 0
+
+
+def test_latent_warmup_scenes_spread_labels_and_exclude_heldout_captions():
+    training_script()  # puts training/ on the import path
+    from diffusers import AutoencoderKL
+    from warmup_scenes import CAPTION_KINDS, make_warmup_data, teacher_labels
+
+    from noisekit.shapes.assets import assets_dir
+    from noisekit.shapes.dataset import heldout_captions, render_scenes
+
+    teacher = load_reward("shapes-judge").eval()
+    vae = AutoencoderKL.from_pretrained(assets_dir() / "shapes-t2i" / "vae").eval()
+    _, first = render_scenes(5, 6)
+    excluded = heldout_captions() | {scene.caption for scene in first}  # as a run's validation prompts are
+    tensors, captions = make_warmup_data(vae=vae, teacher=teacher, num_scenes=60, seed=5, excluded=excluded,
+                                         batch_size=25)
+    assert tensors["latents"].shape == (60, 4, 16, 16) and tensors["latents"].dtype == torch.float16
+    assert len(captions) == len(tensors["labels"]) == len(tensors["scene"]) > 2 * 60
+    assert not set(captions) & excluded
+    labels, kinds = tensors["labels"], tensors["kind"]
+    own, near_miss = labels[kinds == 0], labels[kinds == CAPTION_KINDS.index("near-miss")]
+    assert labels.std() > 0.15 and own.mean() > near_miss.mean() + 0.1  # mismatched captions score lower
+    # the labels are the teacher's scores of the rendered images
+    images, _ = render_scenes(5, 60, exclude=excluded)
+    rows = tensors["scene"][:8]
+    pixels = teacher.transform(torch.from_numpy(images[rows.numpy()]).permute(0, 3, 1, 2).float() / 255, "cpu")
+    with torch.no_grad():
+        expected = teacher.score(pixels, captions[:8], torch.zeros(8))
+    torch.testing.assert_close(labels[:8], expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(teacher_labels(teacher, pixels, captions[:8]), expected, atol=1e-4, rtol=0)
+
+
+def test_latent_training_with_warmup_scenes_and_an_image_comparison(tmp_path, model_dir, judge_dir):
+    script = training_script()
+    argv = ["--student", "latent", "--pretrained_model_name_or_path", model_dir, "--teacher_kwargs",
+            json.dumps({"path": judge_dir}), "--output_dir", str(tmp_path), "--num_prompts", "3",
+            "--num_validation_prompts", "2", "--num_seeds", "2", "--num_inference_steps", "3", "--steps_per_stage", "1",
+            "--warmup_steps", "1", "--warmup_scenes", "12", "--warmup_scene_steps", "2", "--warmup_noise", "0.2",
+            "--train_batch_size", "2", "--compare_reward", "shapes-judge-noise-aware"]
+    script.main(script.parse_args(argv))
+    record = json.loads((tmp_path / "noise-aware-latent" / "TRAINING.json").read_text())
+    assert record["steps"] == 2 + 1 + 2 * 1 and record["warmup_scenes"] == 12 and record["warmup_pairs"] > 24
+    assert set(record["validation"]["step-0"]) == {"base", "stage", "sigma", "image"}
+    with pytest.raises(ValueError, match="holds 12 warm-up scenes of seed 1007, not 13"):
+        script.main(script.parse_args([*argv, "--warmup_scenes", "13"]))
+    with pytest.raises(ValueError, match="--warmup_scenes applies to --student latent"):
+        script.parse_args([*argv[2:argv.index("--warmup_steps")], "--warmup_scenes", "4"])

@@ -24,7 +24,11 @@ Resumes from `output_dir/checkpoints` on restart.
 with no VAE decode: the data step stores the previews as float16 latents (plus the final latents, and decoded
 validation previews for the teacher's baseline); both students start at random and first train a warm-up stage
 on the final latents at sigma = 0 (they cannot start as the teacher, which reads pixels); the curriculum,
-losses and validation are the same. Output `output_dir/noise-aware-latent`:
+losses and validation are the same. With `--warmup_scenes N` a first warm-up comes before that one: N rendered
+shapes scenes (training captions only) encoded with the VAE and paired with their own, another scene's and a
+near-miss caption, labelled by the teacher (`training/warmup_scenes.py`, stored once in
+`output_dir/warmup.safetensors`); a few hundred prompts' trajectories alone are memorised, not learnt. Output
+`output_dir/noise-aware-latent`:
 `load_reward("noise-aware-latent", path=..., mode="sigma"|"stages")`.
 
     python training/train_noise_aware_reward.py --student latent --output_dir runs/najl --publish_dtype float16
@@ -40,6 +44,7 @@ from accelerate import Accelerator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Timer, batch_indices, publish, resume, save_checkpoint  # noqa: E402
+from warmup_scenes import load_warmup_data, make_warmup_data, save_warmup_data  # noqa: E402
 
 from noisekit.search.calibrate import kendall_tau  # noqa: E402
 from noisekit.core.families import decode  # noqa: E402
@@ -84,6 +89,16 @@ def parse_args(input_args=None):
     parser.add_argument("--warmup_steps", type=int, default=None,
                         help="latent students: steps on the final latents at sigma 0 before the curriculum "
                              "(default --steps_per_stage)")
+    parser.add_argument("--warmup_scenes", type=int, default=0,
+                        help="latent students: rendered shapes scenes (training captions only) encoded with the VAE and "
+                             "labelled by the teacher for their own, another scene's and a near-miss caption; the "
+                             "students first train on these clean pairs (training/warmup_scenes.py)")
+    parser.add_argument("--warmup_scene_steps", type=int, default=1000, help="steps on the warm-up scenes")
+    parser.add_argument("--warmup_noise", type=float, default=0.0,
+                        help="Gaussian noise of std up to this (uniform per row) added to the warm-up scenes' latents")
+    parser.add_argument("--compare_reward", default=None,
+                        help="registry name of an image preview reward (e.g. shapes-judge-noise-aware) whose tau on "
+                             "the same decoded validation previews is reported as `image`")
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--max_grad_norm", type=float, default=5.0)
     parser.add_argument("--loss", choices=LOSSES, default="mse",
@@ -130,6 +145,10 @@ def parse_args(input_args=None):
         args.warmup_steps = args.steps_per_stage
     if args.warmup_steps is not None and args.warmup_steps < 0:
         raise ValueError(f"--warmup_steps must be >= 0, got {args.warmup_steps}.")
+    if args.warmup_scenes and args.student != "latent":
+        raise ValueError("--warmup_scenes applies to --student latent (an image student starts as the teacher).")
+    if args.warmup_scenes < 0 or args.warmup_scene_steps < 0 or args.warmup_noise < 0:
+        raise ValueError("--warmup_scenes, --warmup_scene_steps and --warmup_noise must be >= 0.")
     return args
 
 
@@ -201,6 +220,40 @@ def pairwise_loss(scores, labels, group, temperature):
     return (weight * torch.nn.functional.softplus(-margin)).sum() / weight.sum().clamp(min=1e-12)
 
 
+WARMUP_SEED_OFFSET = 1000  # the warm-up scenes' dataset seed is data_seed + this (the prompts come from data_seed)
+
+
+def scene_warmup(args, pipe, teacher, val_prompts, data, accelerator):
+    """`(tensors, captions)` of the warm-up scenes (`training/warmup_scenes.py`), made once in
+    `output_dir/warmup.safetensors` at the trajectories' resolution; `(None, None)` without `--warmup_scenes`."""
+    if not args.warmup_scenes:
+        return None, None
+    path, seed = os.path.join(args.output_dir, "warmup.safetensors"), args.data_seed + WARMUP_SEED_OFFSET
+    if accelerator.is_main_process and not os.path.exists(path):
+        from noisekit.shapes.dataset import heldout_captions
+
+        image_size = data["train/final_latents"].shape[-1] * pipe.vae_scale_factor
+        tensors, captions = make_warmup_data(vae=pipe.vae, teacher=teacher, num_scenes=args.warmup_scenes, seed=seed,
+                                             excluded=heldout_captions() | set(val_prompts), image_size=image_size,
+                                             device=accelerator.device)
+        save_warmup_data(path, tensors, captions, num_scenes=args.warmup_scenes, seed=seed)
+    accelerator.wait_for_everyone()
+    return load_warmup_data(path, num_scenes=args.warmup_scenes, seed=seed)
+
+
+def scene_batch(warmup, captions, args, step, accelerator):
+    """`(latents, labels, prompts)` of warm-up pairs for `step`, with Gaussian noise of a random std up to
+    `--warmup_noise` per row (a pure function of the step, as every batch)."""
+    index = batch_indices(args.data_seed + WARMUP_SEED_OFFSET, step, len(captions), args.train_batch_size,
+                          accelerator)
+    latents = warmup["latents"][warmup["scene"][index]].float()
+    if args.warmup_noise:
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        level = torch.rand(len(index), 1, 1, 1, generator=generator) * args.warmup_noise
+        latents = latents + level * torch.randn(latents.shape, generator=generator)
+    return latents.to(accelerator.device), warmup["labels"][index], [captions[i] for i in index.tolist()]
+
+
 def train_batch(args, step, count, accelerator):
     """Trajectory indices of `step`'s batch: random ones (TTSnap), or for the ranking loss all seeds of random
     prompts (trajectories are prompt-major)."""
@@ -236,13 +289,18 @@ def pixels_of(transform, images, device):
     return transform(images.to(device).float() / 255, device)
 
 
+SCENES = -1  # the column of the warm-up scenes' stage (they are no column of the trajectories' inputs)
+
+
 def stage_plan(args, sigmas, columns_of):
     """`[(step, sigma, column, length)]` in training order: each curriculum stage's step (None for the latent
-    warm-up on final latents), noise level, column of the training inputs (`training_inputs`) and steps."""
+    warm-ups on rendered scenes, column `SCENES`, and on final latents), noise level, column of the training inputs
+    (`training_inputs`) and steps."""
     if args.student == "image":
         return [(s, sigmas[k], int(columns_of[k]), args.steps_per_stage) for k, s in enumerate(args.step_targets)]
+    scenes = [(None, 0.0, SCENES, args.warmup_scene_steps)] if args.warmup_scenes and args.warmup_scene_steps else []
     warmup = [(None, 0.0, 0, args.warmup_steps)] if args.warmup_steps else []
-    return warmup + [(s, sigmas[k], int(columns_of[k]) + 1, args.steps_per_stage)
+    return scenes + warmup + [(s, sigmas[k], int(columns_of[k]) + 1, args.steps_per_stage)
                      for k, s in enumerate(args.step_targets)]
 
 
@@ -318,6 +376,7 @@ def main(args):
     from safetensors.torch import load_file
 
     data = load_file(data_path)
+    warmup, warmup_captions = scene_warmup(args, pipe, teacher, val_prompts, data, accelerator)
     # a run may train on a subset of the stored steps
     columns_of = stored_columns(data_path, args.step_targets, args.student)
     sigmas = [data["sigmas"].tolist()[c] for c in columns_of]
@@ -326,6 +385,7 @@ def main(args):
     inputs = training_inputs(data, "train", args.student)
     stage_sigmas = torch.tensor([sigma for _, sigma, _, _ in plan])
     stage_columns = torch.tensor([column for _, _, column, _ in plan])
+    first_trajectory_stage = int((stage_columns == SCENES).sum())
     starts = [sum(length for *_, length in plan[:k]) for k in range(len(plan) + 1)]  # the last is the total
 
     def stage_of(step):
@@ -350,17 +410,26 @@ def main(args):
         if within == 0:  # a new stage: the optimiser starts afresh (TTSnap re-creates it)
             for optimizer in optimizers.values():
                 optimizer.optimizer.state.clear()
-        index = train_batch(args, step, len(train_text), accelerator)
-        labels = data["train/labels"][index].to(accelerator.device)
-        prompts = [train_text[i] for i in index.tolist()]
-        drawn = torch.randint(stage + 1, (len(index),), generator=torch.Generator().manual_seed(args.seed + step))
+        if stage_columns[stage] == SCENES:
+            latents, labels, prompts = scene_batch(warmup, warmup_captions, args, step, accelerator)
+            clean = torch.zeros(len(prompts), device=accelerator.device)
+            student_inputs = {c: (latents, clean) for c in students}
+        else:
+            index = train_batch(args, step, len(train_text), accelerator)
+            labels = data["train/labels"][index]
+            prompts = [train_text[i] for i in index.tolist()]
+            # the sigma student revisits every trajectory stage reached so far (not the scenes' warm-up)
+            drawn = first_trajectory_stage + torch.randint(stage + 1 - first_trajectory_stage, (len(index),),
+                                                           generator=torch.Generator().manual_seed(args.seed + step))
+            student_inputs = {c: (model_inputs(args.student, teacher.transform, inputs[index, stage_columns[picks]],
+                                               accelerator.device), stage_sigmas[picks].to(accelerator.device))
+                              for c, picks in (("none", torch.full_like(drawn, stage)), ("sigma", drawn))}
+        labels = labels.to(accelerator.device)
         losses = {}
-        for c, picks in (("none", torch.full_like(drawn, stage)), ("sigma", drawn)):
-            batch = model_inputs(args.student, teacher.transform, inputs[index, stage_columns[picks]],
-                                 accelerator.device)
-            scores = students[c](batch, prompts, stage_sigmas[picks].to(accelerator.device)).float()
+        for c, (batch, batch_sigmas) in student_inputs.items():
+            scores = students[c](batch, prompts, batch_sigmas).float()
             loss = torch.nn.functional.mse_loss(scores, labels)
-            if args.loss == "ranking":
+            if args.loss == "ranking" and stage_columns[stage] != SCENES:  # scene pairs form no seed groups
                 loss = loss + args.ranking_weight * pairwise_loss(scores, labels, args.num_seeds,
                                                                   args.ranking_temperature)
             accelerator.backward(loss)
@@ -370,9 +439,10 @@ def main(args):
             optimizers[c].zero_grad()
             losses[c] = loss.item()
         step += 1
-        s, sigma, _, _ = plan[stage]
+        s, sigma, column, _ = plan[stage]
         if step % 50 == 0:
-            accelerator.print(f"step {step}/{total} stage s={'final' if s is None else s} loss per-stage "
+            name = "scenes" if column == SCENES else "final" if s is None else s
+            accelerator.print(f"step {step}/{total} stage s={name} loss per-stage "
                               f"{losses['none']:.5f} sigma {losses['sigma']:.5f} {timer.seconds():.0f}s", flush=True)
         stage_done = step == starts[stage + 1]
         if stage_done and s is not None and accelerator.is_main_process:
@@ -384,8 +454,10 @@ def main(args):
 
     if accelerator.is_main_process:
         sigma_model = accelerator.unwrap_model(students["sigma"]).eval()
+        compare = (load_reward(args.compare_reward).to(accelerator.device).eval() if args.compare_reward
+                   else None)
         report = validate(teacher, sigma_model, stages_dir, data, columns_of, val_prompts, sigmas, args,
-                          accelerator.device)
+                          accelerator.device, compare)
         accelerator.print(json.dumps(report, indent=1))
         load_stage = stage_loader(args.student)
 
@@ -405,8 +477,11 @@ def main(args):
                   "data_seed": args.data_seed, "steps": step, "num_inference_steps": args.num_inference_steps,
                   "guidance_scale": args.guidance_scale, "learning_rate": args.learning_rate,
                   **({"warmup_steps": args.warmup_steps} if args.student == "latent" else {}),
+                  **({"warmup_scenes": args.warmup_scenes, "warmup_scene_steps": args.warmup_scene_steps,
+                      "warmup_noise": args.warmup_noise, "warmup_seed": args.data_seed + WARMUP_SEED_OFFSET,
+                      "warmup_pairs": len(warmup_captions)} if args.warmup_scenes else {}),
                   "step_targets": args.step_targets, "published_stages": args.publish_stages,
-                  "published_dtype": args.publish_dtype, "sigmas": sigmas, "train_seconds": round(timer.seconds(), 1),
+                  "published_dtype": args.publish_dtype, "compare_reward": args.compare_reward, "sigmas": sigmas, "train_seconds": round(timer.seconds(), 1),
                   "validation": report}
         name = "noise-aware-latent" if args.student == "latent" else "noise-aware"
         publish(write, os.path.join(args.output_dir, name), record)
@@ -420,10 +495,11 @@ def save(model, folder, dtype):
 
 
 @torch.no_grad()
-def validate(teacher, sigma_model, stages_dir, data, columns_of, prompts, sigmas, args, device):
+def validate(teacher, sigma_model, stages_dir, data, columns_of, prompts, sigmas, args, device, compare=None):
     """Mean per-prompt Kendall tau of each step's scores against the teacher's final reward: the teacher on decoded
     previews (base), the per-stage and the sigma students on what they read (for latent students also the sigma
-    student on the final latents, `final`: how well it learnt the teacher on clean latents)."""
+    student on the final latents, `final`: how well it learnt the teacher on clean latents), and `compare` (an
+    image preview reward, `image`) on the same decoded previews."""
     labels = data["val/labels"].view(len(prompts), args.num_seeds)
     text = [p for p in prompts for _ in range(args.num_seeds)]
     inputs = training_inputs(data, "val", args.student)
@@ -438,6 +514,9 @@ def validate(teacher, sigma_model, stages_dir, data, columns_of, prompts, sigmas
         stage_model = load_stage(os.path.join(stages_dir, f"step-{s}")).to(device)
         scores = {"base": teacher.score(pixels, text, torch.zeros_like(sigma)),
                   "stage": stage_model(batch, text, sigma), "sigma": sigma_model(batch, text, sigma)}
+        if compare is not None:
+            scores["image"] = compare.score(pixels_of(compare.transform, data["val/pixels"][:, columns_of[k]], device),
+                                            text, sigma)
         report[f"step-{s}"] = {name: tau(v) for name, v in scores.items()}
     if args.student == "latent":
         final = inputs[:, 0].to(device).float()
