@@ -1,5 +1,6 @@
-"""Model families beyond SD/SDXL: SD3, FLUX.1 dev/schnell and LCM UNets sample as their stock pipelines do; pruned
-survivors equal their solo runs; previews, NFE; the families noisekit does not serve are refused in one line."""
+"""Model families beyond SD/SDXL: SD3, FLUX.1 dev/schnell, LCM and EDM-scheduled UNets sample as their stock
+pipelines do; pruned survivors equal their solo runs; previews, NFE; the families noisekit does not serve are refused
+in one line."""
 
 import pytest
 import torch
@@ -205,17 +206,6 @@ def test_noisekit_pipelines_wrap_the_flow_families(name):
     assert abs(out.images - direct.images).max() <= 1e-4 and out.nfe == direct.nfe
     nlg = wrapped(PROMPT, seeds=[0], output_type="np", noise_plan=NoisePlan(nlg={"num_iterations": 1}), **settings)
     assert nlg.recipes[0]["transforms"][-1]["name"] == "nlg" and nlg.nfe == 2 + STEPS * SETTINGS[name][1]
-
-
-def test_edm_unets_are_refused_for_the_right_reason():
-    from diffusers import EDMDPMSolverMultistepScheduler
-
-    from noisekit.testing import tiny_sdxl_pipeline
-
-    pipe = tiny_sdxl_pipeline()
-    edm = type(pipe).from_pipe(pipe, scheduler=EDMDPMSolverMultistepScheduler(sigma_data=0.5))
-    with pytest.raises(ValueError, match=r"^EDM-scheduled UNets \(Playground v2.5, EDMDPMSolverMultistepScheduler\)"):
-        adapter_for(edm)
 
 
 # PixArt and SANA ----------------------------------------------------------------------------------------------------

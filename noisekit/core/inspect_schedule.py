@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .edm import is_edm
 from .schedule import base_betas, is_flow
 
 ZERO_SNR = 1e-6  # a terminal SNR below this counts as zero (the clamps give 5.96e-8 and 4.9e-8)
@@ -34,7 +35,8 @@ class ScheduleReport:
     share_of_sigmas_above_original_max: float | None = None
     flow_shift: float | None = None  # flow matching: the static shift, or mu under dynamic shifting
     dynamic_shifting: bool | None = None
-    sigmas: list | None = None  # flow matching: the noise levels of the steps (1 = pure noise)
+    sigmas: list | None = None  # flow matching: the noise levels of the steps (1 = pure noise); EDM: VE sigmas
+    sigma_data: float | None = None  # EDM: the data std its preconditioning assumes
     problems: list = field(default_factory=list)  # errors: sampling will break
     warnings: list = field(default_factory=list)  # sampling works, but worse than it could
 
@@ -56,7 +58,11 @@ class ScheduleReport:
             lines += [f"  {self.num_inference_steps} steps -> {len(self.timesteps)} timesteps: {shown}",
                       f"  first timestep {self.first_timestep} (SNR {self.first_snr:.4g}), starts at the last "
                       f"training timestep: {self.starts_at_last_timestep}"]
-            if self.sigmas is not None:
+            if self.sigma_data is not None:
+                shown = [round(v, 4) for v in self.sigmas]
+                lines.append(f"  EDM sigmas (sigma_data {self.sigma_data:.4g}): "
+                             f"{shown if len(shown) <= 12 else shown[:6] + ['...']}")
+            elif self.sigmas is not None:
                 shown = [round(v, 4) for v in self.sigmas]
                 lines.append(f"  flow sigmas ({'dynamic shift, mu' if self.dynamic_shifting else 'shift'} "
                              f"{self.flow_shift:.4g}): {shown if len(shown) <= 12 else shown[:6] + ['...']}")
@@ -76,6 +82,8 @@ def inspect_schedule(scheduler, num_inference_steps=None, mu=None):
         >>> print(inspect_schedule(pipe.scheduler, 20))
     """
     config = scheduler.config
+    if is_edm(scheduler):
+        return _inspect_edm(scheduler, num_inference_steps)
     if is_flow(scheduler):  # FlowMatch schedulers, and DPM-Solver on flow sigmas (SANA)
         return _inspect_flow(scheduler, num_inference_steps, mu)
     alphas_cumprod = scheduler.alphas_cumprod.double()
@@ -166,5 +174,28 @@ def _inspect_flow(scheduler, n, mu):
         report.first_timestep, report.first_snr = report.timesteps[0], ((1 - sigmas[0]) / sigmas[0]) ** 2
         # FlowMatch starts at s = 1 (t = T); DPM-Solver's flow sigmas at s(T - 1), just below it
         report.starts_at_last_timestep = report.first_timestep >= config.num_train_timesteps - 1
+        report.trailing_extra_negative_timestep = False
+    return report
+
+
+def _inspect_edm(scheduler, n):
+    """EDM: x = x0 + sigma eps from sigma_max, so the terminal SNR is 1 / sigma_max^2 (above zero by design; no
+    betas to rescale) and the timesteps are c_noise = log(sigma) / 4, reported unrounded."""
+    config = scheduler.config
+    terminal = 1.0 / (1.0 + config.sigma_max**2)  # alpha_bar of the VP process with the same SNR
+    report = ScheduleReport(
+        scheduler=type(scheduler).__name__, prediction_type=config.get("prediction_type", "epsilon"),
+        num_train_timesteps=config.num_train_timesteps, terminal_alpha_bar=terminal,
+        terminal_sqrt_alpha_bar=terminal**0.5, terminal_snr=1.0 / config.sigma_max**2, zero_terminal_snr=False,
+        rescale_betas_zero_snr=False, clamp=None, timestep_spacing=None,
+        init_noise_sigma=float(scheduler.init_noise_sigma), sigma_data=float(config.sigma_data))
+    if n is not None:
+        probe = copy.deepcopy(scheduler)
+        probe.set_timesteps(n)
+        sigmas = [float(v) for v in probe.sigmas[:-1]]
+        report.num_inference_steps, report.sigmas = n, sigmas
+        report.timesteps = [round(float(t), 4) for t in probe.timesteps]
+        report.first_timestep, report.first_snr = report.timesteps[0], 1.0 / sigmas[0] ** 2
+        report.starts_at_last_timestep = abs(sigmas[0] - config.sigma_max) <= 1e-4 * config.sigma_max
         report.trailing_extra_negative_timestep = False
     return report

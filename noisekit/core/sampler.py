@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .clock import Clock
+from .edm import is_edm
 from .families import adapter_for
 from .schedule import trailing_timesteps
 from .x0 import predict_x0  # noqa: F401  (re-exported)
@@ -110,7 +111,7 @@ class Sampler:
         self.dtype = self.conditioning.cond.dtype
         self.scheduler = copy.deepcopy(pipe.scheduler)
         self.adapter.set_timesteps(self.scheduler, num_inference_steps, self.device, self.shape)
-        if (self.scheduler.timesteps < 0).any():
+        if (self.scheduler.timesteps < 0).any() and not is_edm(self.scheduler):  # EDM's c_noise = log(sigma) / 4
             # Trailing spacing's rounding bug gives n + 1 timesteps ending at -1 for 62 values of n (DDIM would
             # then read alphas_cumprod[-1] = alpha_bar_T); see `inspect_schedule`. Schedulers that take explicit
             # timesteps get the n correct ones; DDIM, which does not, drops the extra one.

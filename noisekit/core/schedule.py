@@ -14,6 +14,8 @@ import math
 import numpy as np
 import torch
 
+from .edm import is_edm
+
 CLAMPS = {"diffusers": 2.0**-24, "comfyui": 4.8973451890853435e-08}
 MODES = ("ztsnr", "trailing")
 
@@ -91,6 +93,9 @@ def zero_snr(pipe, mode="ztsnr", guidance_rescale=0.7, force=False, clamp="diffu
     if not 0.0 <= guidance_rescale <= 1.0:
         raise ValueError(f"`guidance_rescale` must lie in [0, 1], got {guidance_rescale!r}.")
     scheduler = pipe.scheduler
+    if is_edm(scheduler):
+        raise ValueError(f"zero_snr does not apply to EDM schedules ({type(scheduler).__name__}): they are in sigmas "
+                         "(Karras, sigma_min to sigma_max), not betas, and their sampling steps need no respacing.")
     if is_flow(scheduler):
         raise ValueError(f"zero_snr does not apply to flow matching ({type(scheduler).__name__}): sampling already "
                          "starts at sigma = 1, pure noise, where the SNR is zero by construction.")
@@ -127,5 +132,7 @@ def _uses_sigmas(scheduler):
 def is_flow(scheduler):
     """A flow-matching schedule (x_t = (1 - s) x0 + s eps): FlowMatch* schedulers, or flow sigmas/predictions."""
     config = scheduler.config
+    if is_edm(scheduler):  # sigmas without alphas_cumprod too, but VE
+        return False
     return ((hasattr(scheduler, "sigmas") and not hasattr(scheduler, "alphas_cumprod"))
             or bool(config.get("use_flow_sigmas")) or config.get("prediction_type") == "flow_prediction")

@@ -1,12 +1,15 @@
 """UNet family adapters: SD 1.x/2.x (`StableDiffusionPipeline` and its relatives) need only text embeddings;
 SDXL adds pooled text embeddings and size/crop time ids to the UNet call; LCM UNets (`time_cond_proj_dim`) embed
-the guidance scale (one call per step, no CFG)."""
+the guidance scale (one call per step, no CFG). EDM-scheduled UNets (Playground v2.5) sample through the
+scheduler's own preconditioning; their previews read x0 from it (`edm.py`)."""
 
 import torch
 
 from .adapter import AdapterBase
 from .conditioning import Conditioning
+from .edm import edm_x0, is_edm
 from .x0 import predict_x0
+
 
 class UNetAdapter(AdapterBase):
     """SD 1.x/2.x: a `UNet2DConditionModel` conditioned on one text encoder's sequence embedding."""
@@ -20,12 +23,7 @@ class UNetAdapter(AdapterBase):
     flow = False  # flow-matching families (x0 = x_t - sigma v) set this
 
     def check(self):
-        """Raise one line when this pipeline cannot be sampled by noisekit."""
-        scheduler = self.pipe.scheduler
-        if type(scheduler).__name__.startswith("EDM"):
-            raise ValueError(f"EDM-scheduled UNets (Playground v2.5, {type(scheduler).__name__}) are not supported "
-                             "yet: their previews and library posteriors need EDM's preconditioning (sigma_data), "
-                             "which noisekit does not model.")
+        """Raise one line when this pipeline cannot be sampled by noisekit (every UNet scheduler can)."""
 
     @property
     def guidance_embedded(self):
@@ -51,10 +49,12 @@ class UNetAdapter(AdapterBase):
 
     def x0(self, scheduler, output, model_input, step_index, timestep):
         """x0 preview `(B, C, h, w)` float32 from the guided output at loop index `step_index`."""
+        if is_edm(scheduler):
+            return edm_x0(scheduler, output, model_input, step_index)
         return predict_x0(scheduler, output, model_input, step_index, timestep)
 
     def preview_sigma(self, scheduler, step_index, timestep):
-        """The noise level of the sample at this step in VE units (x_t / alpha = x0 + sigma eps)."""
+        """The noise level of the sample at this step in VE units (x_t / alpha = x0 + sigma eps; EDM's sigma)."""
         sigmas = getattr(scheduler, "sigmas", None)
         if sigmas is not None and len(sigmas) > step_index:
             return float(sigmas[step_index])

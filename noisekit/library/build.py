@@ -4,7 +4,9 @@ The posterior of seed s is the image the pipeline makes from the canonical noise
 no CFG (`guidance_scale=1`), with deterministic DDIM (eta = 0) over `num_inference_steps` (Wang et al., "The
 Silent Prompt", Sec. 3.3). Flow-matching pipelines (SD3, FLUX.1) have no DDIM schedule: their posterior is their
 own flow-matching Euler sampler, already the deterministic ODE, sampled through the family adapter (FLUX.1-dev
-with its embedded guidance at 1, the unguided model). The library keeps the seed, the checksum of its canonical
+with its embedded guidance at 1, the unguided model). EDM-scheduled UNets (Playground v2.5) have no betas for DDIM
+either: their posterior is their own EDM sampler (Euler, or DPM-Solver++ as Playground ships it), deterministic
+unless configured stochastic (`sde-dpmsolver++`, refused). The library keeps the seed, the checksum of its canonical
 `(C, h, w)` noise and the features; the noise and the image are never stored, so a feature added later
 regenerates the posteriors.
 
@@ -19,6 +21,7 @@ import time
 import torch
 
 from ..version import __version__
+from ..core.edm import is_edm
 from ..core.families import adapter_for
 from ..core.noise import GENERATOR, latent_shape, noise_checksum, noise_from_seed, vae_scale_factor
 from ..core.sampler import sample
@@ -34,9 +37,15 @@ from .store import (FORMAT, FORMAT_VERSION, committed_shards, differences, featu
 
 def posterior_pipe(pipe):
     """The same components with a DDIM scheduler built from the pipeline's scheduler config (itself if DDIM); a
-    flow-matching pipeline itself (its Euler sampler is deterministic unless configured stochastic)."""
+    flow-matching or EDM pipeline itself (its own sampler is deterministic unless configured stochastic)."""
     from diffusers import DDIMScheduler
 
+    if is_edm(pipe.scheduler):
+        if pipe.scheduler.config.get("algorithm_type") == "sde-dpmsolver++":
+            raise ValueError(f"a library posterior must be deterministic; {type(pipe.scheduler).__name__} has "
+                             "`algorithm_type='sde-dpmsolver++'`: load the pipeline with `dpmsolver++` or "
+                             "EDMEulerScheduler.")
+        return pipe
     if adapter_for(pipe).flow:
         if pipe.scheduler.config.get("stochastic_sampling", False):
             raise ValueError(f"a library posterior must be deterministic; {type(pipe.scheduler).__name__} has "
@@ -148,7 +157,7 @@ def build_library(pipe, output, num_seeds, seed_start=0, extractors=None, num_in
 
     Args:
         pipe: an SD 1.x/2.x or SDXL pipeline (its scheduler config is used as DDIM), or an SD3 / FLUX.1 pipeline
-            (sampled with its own flow-matching scheduler).
+            (sampled with its own flow-matching scheduler), or an EDM-scheduled UNet (its own EDM scheduler).
         output (`str`): the library folder.
         extractors: `Extractor`s or registered names (default: color, sharpness, texture, shape); add
             `clip_extractor(source)` for text queries.

@@ -18,6 +18,10 @@ official script re-injects one fixed vector), the caller's tensor is never modif
 `relative_clip` scales the clip with sqrt(D), and every iteration's |d|, clipping and cosine to the start noise
 are returned.
 
+EDM-scheduled UNets (Playground v2.5) evaluate at a sigma of their own training grid (`"auto"`: sigma_max, SNR
+1 / sigma_max^2 > 0) on the sample the sampler starts from (`init_noise_sigma` x n), preconditioned by the scheduler
+(c_in, c_noise), and d is the difference of eps = (x - x0) / sigma with x0 from the scheduler's `precondition_outputs`.
+
 `official=True` reproduces the official script where it deviates, for matching published numbers: one injected
 vector drawn once and re-injected at every iteration (its RNG state is restored around each draw), the v -> eps
 conversion with the t = 0 sigma (what `scheduler.sigmas[0]` holds before `set_timesteps`, as in its first batch),
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.candidates import Candidates
+from ..core.edm import edm_epsilon, is_edm, training_sigma
 from ..core.families import adapter_for
 from ..core.recipe import register_transform
 from ..core.sampler import Sampler
@@ -55,7 +60,8 @@ def flow_level(t, num_train_timesteps=1000):
 
 
 def evaluation_timestep(scheduler, timestep="auto"):
-    """The timestep NLG evaluates at: `T - 1`, or for zero-terminal-SNR schedules the one with SD's terminal SNR.
+    """The timestep NLG evaluates at: `T - 1`, or for zero-terminal-SNR schedules the one with SD's terminal SNR
+    (EDM: `T - 1` is sigma_max, whose SNR is above zero).
     Flow matching starts at s = 1 where eps(x) = x for every prompt, so "auto" takes the s whose SNR
     ((1 - s) / s)^2 is SD's terminal SNR: s = 1 / (1 + sqrt(0.004682)) = 0.936, t = 936."""
     if is_flow(scheduler):
@@ -65,6 +71,13 @@ def evaluation_timestep(scheduler, timestep="auto"):
         if isinstance(timestep, bool) or not isinstance(timestep, int) or not 1 <= timestep <= last:
             raise ValueError(f"`timestep` must be 'auto' or an integer in [1, {last}] for flow matching (SNR > 0), "
                              f"got {timestep!r}.")
+        return timestep
+    if is_edm(scheduler):
+        last = scheduler.config.num_train_timesteps - 1
+        if timestep == "auto":
+            return last
+        if isinstance(timestep, bool) or not isinstance(timestep, int) or not 0 <= timestep <= last:
+            raise ValueError(f"`timestep` must be 'auto' or an integer in [0, {last}], got {timestep!r}.")
         return timestep
     alphas_cumprod = scheduler.alphas_cumprod.double()
     last = len(alphas_cumprod) - 1
@@ -132,7 +145,13 @@ def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.
         prompt_index = [distinct.index(p) for p in prompts]
     if not conditioning.has_uncond:
         raise ValueError("NLG needs the unconditional rows of the conditioning (encode with CFG or with_uncond).")
-    if adapter.flow:
+    edm = is_edm(pipe.scheduler)
+    if official and edm:
+        raise ValueError("`official=True` reproduces the official NLG script for VP UNets; EDM-scheduled UNets have "
+                         "no official reference.")
+    if edm:
+        alpha, sigma = 1.0, training_sigma(pipe.scheduler, t)
+    elif adapter.flow:
         if official:
             raise ValueError("`official=True` reproduces the official NLG script for UNets; flow models have no "
                              "official reference.")
@@ -150,6 +169,8 @@ def noise_level_guidance(pipe, prompt, noise, *, num_iterations=20, step_size=1.
     for first in range(0, len(noise), size):
         rows = slice(first, first + size)
         def denoise(x, rows=rows):  # in the denoiser's layout (FLUX packs), back to (B, C, h, w)
+            if edm:
+                return _edm_denoise(adapter, x, sigma, conditioning, index[rows])
             return adapter.unpack(adapter.denoise(adapter.pack(x), t_tensor(t, adapter), conditioning, index[rows],
                                                   True))
         n, diagnostics = _refine(adapter, denoise, start[rows], alpha, sigma, threshold, num_iterations, step_size,
@@ -166,13 +187,26 @@ def t_tensor(t, adapter):
     return torch.tensor(float(t) if adapter.flow else t, device=adapter.device)
 
 
+def _edm_denoise(adapter, n, sigma, conditioning, prompt_index):
+    """eps at `sigma` of the sample the sampler starts from, `init_noise_sigma` x n, through the scheduler's
+    preconditioning (the stock loop's c_in and c_noise timestep)."""
+    scheduler = adapter.pipe.scheduler
+    x = n.float() * scheduler.init_noise_sigma
+    level = torch.tensor(sigma, dtype=torch.float32, device=adapter.device)
+    model_input = scheduler.precondition_inputs(x, level).to(adapter.dtype)
+    output = adapter.denoise(model_input, scheduler.precondition_noise(level), conditioning, prompt_index, True)
+    return edm_epsilon(scheduler, output, x, sigma)
+
+
 def _injected(generator, shape):
     return torch.cat([torch.randn((1, *shape), generator=g, dtype=torch.float32) for g in generator])
 
 
 def _refine(adapter, denoise, start, alpha, sigma, threshold, num_iterations, step_size, noise_variance,
             renormalize, generator, official=False):
-    prediction_type = "flow" if adapter.flow else adapter.pipe.scheduler.config.prediction_type
+    scheduler = adapter.pipe.scheduler
+    # `_edm_denoise` already gives epsilon
+    prediction_type = "flow" if adapter.flow else "epsilon" if is_edm(scheduler) else scheduler.config.prediction_type
     dims = start[0].numel()
     n, diagnostics = start.clone(), []
     fixed = _injected(generator, n.shape[1:]) if official and noise_variance > 0 else None

@@ -34,6 +34,7 @@ import torch
 from diffusers import DDIMScheduler
 from safetensors.torch import load_file
 
+from ..core.edm import is_edm
 from ..core.families import adapter_for, encode
 from ..core.noise import vae_scale_factor
 from .npd_flow import flow_re_denoise
@@ -179,6 +180,9 @@ def re_denoise(pipe, prompts, noise, prompt_index=None, num_inference_steps=10, 
         >>> target = re_denoise(pipe, ["a red circle"], noise).target  # x'_T, the NPNet training target
     """
     adapter = adapter_for(pipe)
+    if is_edm(pipe.scheduler):
+        raise ValueError(f"re-denoise sampling takes DDIM steps on the model's betas; {type(pipe.scheduler).__name__} "
+                         "is an EDM schedule in sigmas, which NPNet's data collection does not model.")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if prompt_index is None or isinstance(prompt_index, int):
         prompt_index = [prompt_index or 0] * len(noise)
