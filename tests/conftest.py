@@ -30,6 +30,25 @@ def sd1_pipe():
 
 
 @pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, sd1_pipe):
+    """The tiny SD 1.x pipeline saved as a folder, for `--model` (read only)."""
+    folder = tmp_path_factory.mktemp("model")
+    sd1_pipe.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def judge_dir(tmp_path_factory):
+    """A tiny untrained shapes judge saved as a folder (read only)."""
+    from noisekit.shapes.judge import ShapesJudge
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("judge")
+    ShapesJudge(width=8).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def sd2_pipe():
     return tiny_sd_pipeline("v_prediction")
 

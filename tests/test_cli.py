@@ -8,13 +8,6 @@ from noisekit import NoiseRecipe, seed_noise
 from noisekit.cli import main
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, sd1_pipe):
-    folder = tmp_path_factory.mktemp("model")
-    sd1_pipe.save_pretrained(folder)
-    return str(folder)
-
-
 def test_help_and_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])

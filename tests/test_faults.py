@@ -17,13 +17,6 @@ from noisekit.search.strategies import best_of_n, search
 PROMPT = "a red circle on a black background"
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, sd1_pipe):
-    folder = tmp_path_factory.mktemp("model")
-    sd1_pipe.save_pretrained(folder)
-    return str(folder)
-
-
 def one_line_error(argv, capsys, message):
     """Run the CLI: exit status 2 and one line on stderr holding `message`."""
     status = main(argv)

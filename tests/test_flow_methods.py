@@ -21,7 +21,7 @@ from noisekit.core.weights import module_hash
 from noisekit.generate import generate
 from noisekit.library import NoiseLibrary, build_library, clip_extractor, library_noise
 from noisekit.plan import NoisePlan
-from noisekit.testing import tiny_flux_pipeline, tiny_sd3_pipeline
+from noisekit.testing import tiny_sd3_pipeline
 from noisekit.transforms.golden import apply_npnet, golden_stage, prompt_embeddings
 from noisekit.transforms.npnet import SMALL_SWIN, NoisePromptNet, channel_grid, pipeline_text_shape
 

@@ -14,23 +14,6 @@ from noisekit.rewards.latent import LatentReward, LatentRewardModel, hashed_ids,
 PROMPT = "a large red circle in the top left on a black background"
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, sd1_pipe):
-    folder = tmp_path_factory.mktemp("model")
-    sd1_pipe.save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def judge_dir(tmp_path_factory):
-    from noisekit.shapes.judge import ShapesJudge
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("judge")
-    ShapesJudge(width=8).save_pretrained(folder)
-    return str(folder)
-
-
 def training_script():
     path = os.path.join(os.path.dirname(__file__), "..", "training", "train_noise_aware_reward.py")
     spec = importlib.util.spec_from_file_location("train_noise_aware_reward", path)

@@ -101,23 +101,6 @@ def test_seconds_budget_errors_name_what_is_allowed(sampler, kwargs, message):
 # --- the command line ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, sd1_pipe):
-    folder = tmp_path_factory.mktemp("model")
-    sd1_pipe.save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def judge_dir(tmp_path_factory):
-    from noisekit.shapes.judge import ShapesJudge
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("judge")
-    ShapesJudge(width=8).save_pretrained(folder)
-    return str(folder)
-
-
 def run_search(model_dir, judge_dir, out, *extra):
     return main(["search", PROMPT, "--model", model_dir, "--reward_path", f"shapes-judge={judge_dir}", "--steps", "4",
                  "--output_dir", str(out), "--quiet", *extra])
