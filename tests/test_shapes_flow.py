@@ -75,3 +75,20 @@ def test_linking_refuses_a_source_with_other_weights(flow_pipe, tmp_path):
     save_file(state, vae_weights)
     with pytest.raises(ValueError, match="does not hold the weights being saved"):
         link_shared_weights(folder, source=asset_path("shapes-t2i"))
+
+
+def test_shipped_shapes_flow_loads_with_stock_diffusers_and_runs_by_name(tmp_path, capsys):
+    import json
+
+    from noisekit.cli import main
+
+    folder = asset_path("shapes-flow")
+    assert all(os.path.exists(os.path.join(root, name)) for root, _, files in os.walk(folder) for name in files)
+    stock = StableDiffusion3Pipeline.from_pretrained(folder, text_encoder_3=None, tokenizer_3=None)
+    assert stock.transformer.config.num_layers == 6 and stock.vae.config.shift_factor == 0.0
+    out = tmp_path / "out"
+    assert main(["generate", "a red circle", "--model", "shapes-flow", "--steps", "2", "--num_images", "2",
+                 "--device", "cpu", "--output_dir", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["replay", str(out / "results.json"), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["identical"] == 2
