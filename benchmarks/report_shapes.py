@@ -24,6 +24,9 @@ DESCRIPTIONS = {
     "shapes-judge-noise-aware": "shapes-judge distilled onto x0 previews of shapes-t2i (TTSnap self-distillation, "
                                 "curriculum 14 -> 0): a sigma-conditioned model plus per-stage checkpoints; weights "
                                 "in float16",
+    "shapes-judge-latent": "shapes-judge distilled onto x0 latents of shapes-t2i (no VAE decode; a 75k-parameter "
+                           "CNN): ranks held-out seeds at chance (per-prompt Kendall tau -0.07 to +0.07), not for "
+                           "pruning yet; float16",
     "shapes-npnet": "NoisePromptNet with the small residual branch (16 x 16 latents, 32 x 64 prompt embeddings), "
                     "trained on an NPD collected from shapes-t2i with the shapes judge as the filter",
 }
