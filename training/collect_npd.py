@@ -40,6 +40,7 @@ from noisekit.core.noise import seed_noise  # noqa: E402
 from noisekit.transforms.npd import re_denoise, shard_name  # noqa: E402
 from noisekit.rewards import load_reward  # noqa: E402
 from noisekit.core.sampler import sample  # noqa: E402
+from noisekit.sources import absent_components  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -238,7 +239,8 @@ def main(args):
     accelerator.print(f"{len(items)} items of {len(prompts)} prompts in {num_shards} shards; this process: "
                       f"{len(todo)} to do", flush=True)
     if todo:
-        pipe = DiffusionPipeline.from_pretrained(args.pretrained_model_name_or_path, dtype=DTYPES[args.dtype])
+        pipe = DiffusionPipeline.from_pretrained(args.pretrained_model_name_or_path, dtype=DTYPES[args.dtype],
+                                                 **absent_components(args.pretrained_model_name_or_path))
         if not args.keep_scheduler and not flow:  # a flow model's own Euler sampler is already deterministic
             pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe = pipe.to(accelerator.device)

@@ -133,10 +133,12 @@ def embedding_cache(args, accelerator, prompts):
         if current is None or {k: current.get(k) for k in meta} != meta:
             from diffusers import DiffusionPipeline
 
+            from noisekit.sources import absent_components
             from noisekit.transforms.golden import prompt_embeddings
 
-            pipe = DiffusionPipeline.from_pretrained(args.pretrained_model_name_or_path,
-                                                     dtype=DTYPES[args.dtype]).to(accelerator.device)
+            pipe = DiffusionPipeline.from_pretrained(args.pretrained_model_name_or_path, dtype=DTYPES[args.dtype],
+                                                     **absent_components(args.pretrained_model_name_or_path))
+            pipe = pipe.to(accelerator.device)
             height = width = args.resolution
             first = prompt_embeddings(pipe, prompts[:1], height, width)
             os.makedirs(args.output_dir, exist_ok=True)
