@@ -128,7 +128,8 @@ def load_npnet(source, pipe, *, resize=False, height=None, width=None):
     location, _ = resolve(source, kind="npnet")
     if os.path.isdir(location):
         npnet = NoisePromptNet.from_pretrained(location)
-        check_fit(npnet, pipe, height, width, resize)
+        # The text shape is checked by the golden-noise stage on the run's encodings, before any sampling.
+        check_fit(npnet, pipe, height, width, resize, check_text=False)
     else:
         npnet = NoisePromptNet.from_official_checkpoint(location, pipe=pipe, height=height, width=width,
                                                         resize=resize)

@@ -293,16 +293,18 @@ def pipeline_text_shape(pipe):
         return tuple(prompt_embeddings(pipe, [""]).shape[1:])
 
 
-def check_fit(npnet, pipe, height=None, width=None, resize=False, *, text_shape=None):
+def check_fit(npnet, pipe, height=None, width=None, resize=False, *, text_shape=None, check_text=True):
     """Raise a ValueError unless `npnet` fits `pipe`: same prompt tokens and text width, the same latent channel
     count, and, unless `resize`, latents at `height` x `width` (the pipeline's default size when `None`) of the
-    trained size. `text_shape` `(T, D)`, when the caller has encoded prompts already, saves encoding one."""
+    trained size. `text_shape` `(T, D)`, when the caller has encoded prompts already, saves encoding one;
+    `check_text=False` leaves the text to the golden-noise stage, which checks it on the run's own encodings."""
     config = npnet.config
     channels, latent_height, latent_width = latent_shape(pipe, height, width)
     if channels != config.latent_channels:
         raise ValueError(f"this NPNet takes {config.latent_channels}-channel latents, the pipeline's "
                          f"{type(pipe).__name__} has {channels}: it was trained for another model family.")
-    tokens, text_width = text_shape or pipeline_text_shape(pipe)
+    tokens, text_width = (text_shape or pipeline_text_shape(pipe)) if check_text else (
+        config.max_text_tokens, config.text_embed_dim)
     if (tokens, text_width) != (config.max_text_tokens, config.text_embed_dim):
         raise ValueError(f"this NPNet takes prompt embeddings of {config.max_text_tokens} x {config.text_embed_dim}, "
                          f"but the pipeline's {type(pipe).__name__} encodes prompts to {tokens} x {text_width}: it "
