@@ -96,7 +96,20 @@ class FlowAdapter(AdapterBase):
         return self.pipe.image_processor.postprocess(image, output_type=output_type)
 
 
-class SD3Adapter(FlowAdapter):
+class PatchedLatents:
+    """Unpacked latents read in the transformer's own patches (SD3, SANA): its input channels, sizes a multiple of
+    its patch."""
+
+    @property
+    def latent_channels(self):
+        return self.denoiser.config.in_channels
+
+    @property
+    def multiple(self):
+        return self.denoiser.config.patch_size
+
+
+class SD3Adapter(PatchedLatents, FlowAdapter):
     """SD3 / SD3.5: MMDiT on unpacked latents, CLIP-L + CLIP-G pooled and (optionally) T5 sequence embeddings."""
 
     family = "sd3"
@@ -106,14 +119,6 @@ class SD3Adapter(FlowAdapter):
         from diffusers import StableDiffusion3Pipeline
 
         return isinstance(pipe, StableDiffusion3Pipeline)
-
-    @property
-    def latent_channels(self):
-        return self.denoiser.config.in_channels
-
-    @property
-    def multiple(self):
-        return self.denoiser.config.patch_size
 
     def set_timesteps(self, scheduler, num_inference_steps, device, shape):
         from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (calculate_shift,

@@ -15,13 +15,13 @@ fixed default of 1024 x 1024 would, for the 512 and 2K/4K models, sample at thei
 import torch
 
 from .conditioning import Conditioning
-from .flow_families import FlowAdapter
+from .flow_families import FlowAdapter, PatchedLatents
 from .pixart_family import masked_call_embeds, stock_default
 from .schedule import is_flow
 from .x0 import without_learned_variance
 
 
-class SanaAdapter(FlowAdapter):
+class SanaAdapter(PatchedLatents, FlowAdapter):
     family = "sana"
     text_encoder_names = ("text_encoder",)
     latents_dtype = torch.float32  # SanaPipeline.prepare_latents keeps float32 latents
@@ -40,14 +40,6 @@ class SanaAdapter(FlowAdapter):
     @property
     def vae_scale_factor(self):
         return self.pipe.vae_scale_factor  # DC-AE: 2 ** (encoder blocks - 1)
-
-    @property
-    def latent_channels(self):
-        return self.denoiser.config.in_channels
-
-    @property
-    def multiple(self):
-        return self.denoiser.config.patch_size
 
     def default_size(self):
         size = self.denoiser.config.sample_size * self.vae_scale_factor
