@@ -78,11 +78,9 @@ def cheap_draft(draft_sampler, full_sampler, prompt_index, rewards, *, seeds=0, 
     if list(draft_sampler.prompts) != list(full_sampler.prompts):
         raise ValueError("`draft_sampler` and `full_sampler` must hold the same prompts.")
     rewards = as_reward_dict(rewards)
-    if num_candidates is None and budget is None and budget_seconds is None:
-        raise ValueError("give one of `num_candidates`, `budget` (NFE-equivalents) and `budget_seconds`.")
     budget, reward_cost, _ = resolve_budget(full_sampler, rewards, None, num_candidates=num_candidates, budget=budget,
                                             budget_seconds=budget_seconds, cost=cost, reward_cost=reward_cost,
-                                            pruning=False)
+                                            pruning=False, required=True)
     if budget is not None:
         count = draft_count(budget, draft_cost=candidate_cost(draft_sampler, reward_cost, len(rewards)),
                             full_cost=candidate_cost(full_sampler, reward_cost, len(rewards)), finish=finish)

@@ -184,12 +184,15 @@ def plan_count(sampler, num_rewards, *, budget, steps=(), keep=(), reward_cost=1
 
 
 def resolve_budget(sampler, rewards, preview_rewards, *, num_candidates, budget, budget_seconds, cost, reward_cost,
-                   pruning):
-    """`(budget, reward_cost, cost)` of a search: exactly one of `num_candidates`, `budget` (NFE-equivalents) and
-    `budget_seconds` (converted to NFE-equivalents through `cost`, a `TimedCost`, measured on the sampler with the
-    rewards that score most of the images when not given); `reward_cost` is `cost`'s when `cost` is given."""
+                   pruning, required=False):
+    """`(budget, reward_cost, cost)` of a search: at most one (with `required`, exactly one) of `num_candidates`,
+    `budget` (NFE-equivalents) and `budget_seconds` (converted to NFE-equivalents through `cost`, a `TimedCost`,
+    measured on the sampler with the rewards that score most of the images when not given); `reward_cost` is
+    `cost`'s when `cost` is given."""
     given = [f"`{n}`" for n, v in (("num_candidates", num_candidates), ("budget", budget),
                                    ("budget_seconds", budget_seconds)) if v is not None]
+    if required and not given:
+        raise ValueError("give one of `num_candidates`, `budget` (NFE-equivalents) and `budget_seconds`.")
     if len(given) > 1:
         raise ValueError(f"give one of `num_candidates`, `budget` (NFE-equivalents) and `budget_seconds`, not "
                          f"{' and '.join(given)}.")
@@ -377,11 +380,9 @@ def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, b
         >>> large = best_of_n(sampler, 0, reward, seeds=0, num_candidates=16, previous=small)  # 12 new seeds
     """
     rewards = as_reward_dict(rewards)
-    if num_candidates is None and budget is None and budget_seconds is None:
-        raise ValueError("give one of `num_candidates`, `budget` (NFE-equivalents) and `budget_seconds`.")
     budget, reward_cost, timed = resolve_budget(sampler, rewards, None, num_candidates=num_candidates, budget=budget,
                                                 budget_seconds=budget_seconds, cost=cost, reward_cost=reward_cost,
-                                                pruning=False)
+                                                pruning=False, required=True)
     began, clock_before = time.perf_counter(), sampler.clock.read()
     cost = CostModel.for_sampler(sampler, reward_cost, len(rewards))
     count = check_candidate_count(num_candidates) if budget is None else plan_count(
