@@ -23,7 +23,7 @@ from noisekit.cli import main as cli
 from noisekit.core.families import adapter_for
 from noisekit.results import write_json
 from noisekit.shapes.assets import asset_path
-from noisekit.testing.families import BUILDERS, SETTINGS, UNET_BUILDERS, UNET_SETTINGS
+from noisekit.testing.families import ALL_BUILDERS, ALL_SETTINGS
 from noisekit.transforms.npnet import SMALL_SWIN, NoisePromptNet, pipeline_text_shape
 
 PROMPT = "a red circle"
@@ -102,8 +102,7 @@ def family_row(name, build, settings, work):
 
 
 def main(args):
-    families = {**UNET_BUILDERS, **BUILDERS}
-    settings = {**UNET_SETTINGS, **SETTINGS}
+    families, settings = ALL_BUILDERS, ALL_SETTINGS
     rows = {}
     with tempfile.TemporaryDirectory() as work:
         for name in args.families or families:

@@ -16,7 +16,7 @@ from noisekit import sample, seed_noise
 from noisekit.core.families import adapter_for
 from noisekit.core.noise import seed_generators
 from noisekit.results import write_json
-from noisekit.testing.families import BUILDERS, SETTINGS, STOCK_GUIDANCE, UNET_BUILDERS, UNET_SETTINGS
+from noisekit.testing.families import ALL_BUILDERS, ALL_SETTINGS, STOCK_GUIDANCE
 
 PROMPT, SEEDS, STEPS = "a red circle", [0, 1, 2], 4
 
@@ -36,8 +36,7 @@ def conformance(name, pipe, guidance_scale, size):
 
 
 def main(args):
-    families = {**UNET_BUILDERS, **BUILDERS}
-    settings = {**UNET_SETTINGS, **SETTINGS}
+    families, settings = ALL_BUILDERS, ALL_SETTINGS
     rows = {}
     for name in args.families or families:
         torch.manual_seed(0)

@@ -24,6 +24,9 @@ SETTINGS = {"flux_dev": (3.5, 1, 32), "flux_schnell": (0.0, 1, 32), "sd3": (4.0,
 UNET_BUILDERS = {"sd": tiny_sd_pipeline, "sd_v": lambda: tiny_sd_pipeline(prediction_type="v_prediction"),
                  "sdxl": tiny_sdxl_pipeline}
 UNET_SETTINGS = {"sd": (5.0, 2, 32), "sd_v": (5.0, 2, 32), "sdxl": (5.0, 2, 32)}
+# Every family, for the matrices in benchmarks/.
+ALL_BUILDERS = {**UNET_BUILDERS, **BUILDERS}
+ALL_SETTINGS = {**UNET_SETTINGS, **SETTINGS}
 # The stock call's own names for guidance where they differ: Qwen-Image's true CFG runs on `true_cfg_scale` and only
 # with a negative prompt (noisekit's default one is " ").
 STOCK_GUIDANCE = {"qwen_image": lambda scale: {"true_cfg_scale": scale, "negative_prompt": " "}}
