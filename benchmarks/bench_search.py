@@ -1,4 +1,4 @@
-"""Seed search on the shapes world: best-of-N against TTSnap pruning, offline and online (evidence for issue 6).
+"""Seed search on the shapes world: best-of-N against TTSnap pruning, offline and online.
 
     python benchmarks/bench_search.py --num_candidates 32 --output benchmarks/results/bench_search.json
     python benchmarks/bench_search.py --noise_aware_path runs/naj/noise-aware --output runs/bench_search/na.json
@@ -28,13 +28,16 @@ them calibrates (grid search of pruning schedules), the second half reports. Ste
    replay of the same seeds (same pick?).
 5. Equal seconds (`equal_seconds.py`): best-of-N, every TTSnap arm and cheap drafts (`--draft_steps`-step drafts of
    every seed, the `--draft_finish` best finished) on the same held-out prompts, each given the same
-   `--budget_seconds` per prompt (default: the seconds of `--online_budget` NFE on this machine), converted to
-   NFE-equivalents through the measured cost model; each run timed for real. The command and the machine are
-   printed and recorded with the results.
+   `--budget_seconds` per prompt (default: the seconds best-of-N at `--online_budget` is predicted to take on
+   this machine), each arm planning N0 from the measured seconds model; each run timed for real. The command and
+   the machine are printed and recorded with the results.
+6. With `--seed_sets K`, K disjoint sets of `--num_candidates` seeds are recorded in one table and steps 2-5 run on
+   each set on its own (the first set's results are also the top-level keys of the JSON).
 
 Costs: one candidate step is 2 NFE under CFG; one reward call (decode + judge of one image) costs `--reward_cost`
 NFE-equivalents. Seconds: online runs are measured; offline arms carry an estimate from the recording's measured
-seconds per NFE and per scored image.
+seconds per NFE and per scored image, and the share of best-of-N's seconds TTSnap needs is predicted by the cost
+model `measure_cost` fits (a fixed part per denoiser call and per scoring, plus a part per row and per image).
 
 Runtime with `--num_candidates 32` (64 prompts x 32 seeds x 20 steps, CFG 5, both noise-aware forms): recording
 81,920 NFE plus 40,960 decoded previews, each scored by three judges, took 7.6 minutes on 2 CPU cores; the grid
@@ -52,7 +55,7 @@ import time
 
 import torch
 
-from equal_seconds import command_line, equal_seconds, machine, print_equal_seconds  # the sibling script
+from equal_seconds import arm_costs, command_line, equal_seconds, machine, print_equal_seconds  # the sibling script
 
 from noisekit.search.budget import PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
 from noisekit.search.calibrate import (TrajectoryTable, bon_equivalent, calibrate_schedule, evaluate,
@@ -61,6 +64,7 @@ from noisekit.search.calibrate import (TrajectoryTable, bon_equivalent, calibrat
 from noisekit.rewards import ignore_sigma, load_reward
 from noisekit.core.sampler import Sampler
 from noisekit.search.strategies import best_of_n, search
+from noisekit.search.timing import search_shape
 from noisekit.shapes.dataset import heldout_scenes
 from noisekit.results import write_json
 
@@ -90,6 +94,9 @@ def parse_args(input_args=None):
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (20)")
     parser.add_argument("--guidance_scale", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0, help="candidates use seeds S, S+1, ...")
+    parser.add_argument("--seed_sets", type=int, default=1,
+                        help="disjoint sets of --num_candidates seeds (S.., S+n.., ...), recorded once, each "
+                             "calibrated and reported on its own")
     parser.add_argument("--reward_cost", type=int, default=1, help="NFE-equivalents per reward call")
     parser.add_argument("--micro_batch_size", type=int, default=64, help="candidates per denoiser batch")
     parser.add_argument("--max_budget", type=int, default=None,
@@ -102,8 +109,8 @@ def parse_args(input_args=None):
     parser.add_argument("--online_prompts", type=int, default=None, help="held-out prompts run online (4)")
     parser.add_argument("--online_budget", type=int, default=None, help="default: the grid's largest budget")
     parser.add_argument("--budget_seconds", type=float, default=None,
-                        help="equal-seconds budget per prompt for every arm (default: the seconds of --online_budget "
-                             "NFE on this machine)")
+                        help="equal-seconds budget per prompt for every arm (default: the predicted seconds of "
+                             "best-of-N at --online_budget NFE on this machine)")
     parser.add_argument("--draft_steps", type=int, default=None, help="cheap drafts' steps (default steps // 5)")
     parser.add_argument("--draft_finish", type=int, default=4, help="cheap drafts finished at full steps")
     parser.add_argument("--table", default=None,
@@ -122,8 +129,8 @@ def parse_args(input_args=None):
     for name, value in (TINY_DEFAULTS if args.tiny else DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.num_prompts < 2 or args.num_candidates < 2 or args.steps < 4:
-        parser.error("--num_prompts and --num_candidates must be >= 2 and --steps >= 4.")
+    if args.num_prompts < 2 or args.num_candidates < 2 or args.steps < 4 or args.seed_sets < 1:
+        parser.error("--num_prompts and --num_candidates must be >= 2, --steps >= 4 and --seed_sets >= 1.")
     if args.online_prompts > args.num_prompts - args.num_prompts // 2:
         parser.error("--online_prompts must not exceed the held-out half of --num_prompts.")
     if args.reward_cost < 0 or args.micro_batch_size < 1 or args.iterations < 1 or args.grid_iterations < 1:
@@ -265,9 +272,10 @@ def budget_grid(args, cost, default_steps, default_keep, pool):
     return unit, budgets
 
 
-def curve_over_n(table, steps, keep, cost, iterations, seed):
+def curve_over_n(table, steps, keep, cost, iterations, seed, seconds_of=None):
     """TTSnap's (or, with `steps=()`, best-of-N's) mean final reward for every candidate count 1..pool, with
-    TTSnap's Monte-Carlo subsets, and each count's realised cost: `[(n, nfe, cost, reward)]`."""
+    TTSnap's Monte-Carlo subsets, and each count's realised cost and predicted seconds (`seconds_of(n, steps,
+    keep)`, None without it): `[(n, nfe, cost, reward, seconds)]`."""
     pool, rows = len(table.seeds), torch.arange(len(table.prompts))
     final = table.scores[REWARD][:, :, -1].double()
     generator = torch.Generator().manual_seed(seed)
@@ -283,23 +291,25 @@ def curve_over_n(table, steps, keep, cost, iterations, seed):
                 reward += float(final[rows, best].mean())
             reward /= iterations if n < pool else 1
         nfe, _, total, _ = realised(cost, n, steps, keep)
-        out.append((n, nfe, total, reward))
+        out.append((n, nfe, total, reward, seconds_of(n, steps, keep) if seconds_of else None))
     return out
 
 
-def match_share(curve, target, bon_nfe, bon_cost):
-    """The cost (and NFE) at which the curve's best-so-far reward first reaches `target`, interpolated linearly
-    between candidate counts, as shares of best-of-N's; None when the pool's largest N0 falls short."""
+def match_share(curve, target, bon_nfe, bon_cost, bon_seconds=None):
+    """The cost, NFE and predicted seconds at which the curve's best-so-far reward first reaches `target`,
+    interpolated linearly between candidate counts, as shares of best-of-N's; None when the pool's largest N0 falls
+    short."""
     best, previous = -math.inf, None
-    for n, nfe, total, reward in curve:
+    for n, nfe, total, reward, seconds in curve:
         best = max(best, reward)
         if best >= target:
-            if previous is None or best == previous[3]:
-                return {"n0": n, "cost_share": total / bon_cost, "nfe_share": nfe / bon_nfe}
-            f = (target - previous[3]) / (best - previous[3])
-            return {"n0": n, "cost_share": (previous[2] + f * (total - previous[2])) / bon_cost,
-                    "nfe_share": (previous[1] + f * (nfe - previous[1])) / bon_nfe}
-        previous = (n, nfe, total, best)
+            f = 1.0 if previous is None or best == previous[3] else (target - previous[3]) / (best - previous[3])
+            at = lambda i, now: now if previous is None else previous[i] + f * (now - previous[i])  # noqa: E731
+            out = {"n0": n, "cost_share": at(2, total) / bon_cost, "nfe_share": at(1, nfe) / bon_nfe}
+            if seconds is not None and bon_seconds:
+                out["seconds_share"] = at(4, seconds) / bon_seconds
+            return out
+        previous = (n, nfe, total, best, seconds)
     return None
 
 
@@ -323,8 +333,9 @@ def tune(args, calibration, heldout, cost, budgets, default):
                    "seconds": round(time.perf_counter() - began, 2), "top": top}
 
 
-def arm_report(table, schedule, cost, budgets, unit, bon_means, args, timing):
-    """Everything offline about one arm on the held-out table."""
+def arm_report(table, schedule, cost, budgets, unit, bon_means, args, timing, seconds_of=None, bon_seconds_of=None):
+    """Everything offline about one arm on the held-out table; `seconds_of(n, steps, keep)` predicts a run's
+    seconds from the measured cost model of its preview reward (`bon_seconds_of`: best-of-N's)."""
     steps = schedule.steps(table.num_steps, table.sigmas) if schedule is not None else ()
     keep = schedule.keep if schedule is not None else ()
     means, counts = evaluate(table, budgets, schedule, args.reward_cost, args.iterations, args.seed)
@@ -343,14 +354,17 @@ def arm_report(table, schedule, cost, budgets, unit, bon_means, args, timing):
             report["omega"] = omega(budgets, rewards, bon_means)
         except ValueError as error:
             report["omega"], report["omega_error"] = None, str(error)
-        curve = curve_over_n(table, steps, keep, cost, args.iterations, args.seed)
-        bon_curve = curve_over_n(table, (), (), cost, args.iterations, args.seed)
-        report["curve_over_n0"] = [{"n0": n, "nfe": nfe, "cost": total, "reward": r} for n, nfe, total, r in curve]
+        curve = curve_over_n(table, steps, keep, cost, args.iterations, args.seed, seconds_of)
+        bon_curve = curve_over_n(table, (), (), cost, args.iterations, args.seed, bon_seconds_of)
+        report["curve_over_n0"] = [{"n0": n, "nfe": nfe, "cost": total, "reward": r, "seconds_predicted": sec}
+                                   for n, nfe, total, r, sec in curve]
         report["match_best_of_n"] = []
         for n in sorted({plan_best_of_n(b, cost) for b in budgets}):  # best-of-N's N at each budget
-            _, bon_nfe, bon_cost, target = bon_curve[n - 1]
+            _, bon_nfe, bon_cost, target, bon_seconds = bon_curve[n - 1]
             report["match_best_of_n"].append({"best_of_n": n, "reward": target, "nfe": bon_nfe, "cost": bon_cost,
-                                              "ttsnap": match_share(curve, target, bon_nfe, bon_cost)})
+                                              "seconds_predicted": bon_seconds,
+                                              "ttsnap": match_share(curve, target, bon_nfe, bon_cost,
+                                                                    bon_seconds)})
     return rewards, report
 
 
@@ -465,7 +479,8 @@ def print_report(result):
     for name, arm in off["arms"].items():
         print(f"  {name:26s} " + " ".join(f"{fmt(r['bon_equivalent_n'], '.2f', '>' + str(cfg['num_candidates'])):>6s}"
                                           for r in arm["budgets"]))
-    print("cost share (NFE share) TTSnap needs to match best-of-N's reward (exact E[max of N]):")
+    print("cost share (NFE share, predicted seconds share) TTSnap needs to match best-of-N's reward (exact E[max "
+          "of N]):")
     for name, arm in off["arms"].items():
         if name == "best_of_n":
             continue
@@ -473,7 +488,8 @@ def print_report(result):
         for m in arm["match_best_of_n"]:
             t = m["ttsnap"]
             cells.append(f"N={m['best_of_n']}: " + ("  n/a (pool too small)" if t is None else
-                                                    f"{t['cost_share']:.2f} ({t['nfe_share']:.2f})"))
+                                                    f"{t['cost_share']:.2f} ({t['nfe_share']:.2f}, "
+                                                    f"{fmt(t.get('seconds_share'), '.2f')} s)"))
         print(f"  {name:26s} " + "  ".join(cells))
     print("Kendall tau (per prompt, mean) of step-s preview scores vs final reward, held-out:")
     for kind, values in off["kendall_tau"].items():
@@ -497,11 +513,11 @@ def print_report(result):
                   f"{run['reward']:7.3f} {run['offline_reward']:7.3f} {run['same_pick']:9.2f}")
     if result.get("equal_seconds"):
         print_equal_seconds(result["equal_seconds"])
-    print("targets (issue 6):", json.dumps(result["targets"]))
+    print("targets:", json.dumps(result["targets"]))
 
 
 def targets(arms):
-    """Issue 6's targets on the best noise-aware arm (or, without one, the base arms: measured, not the target)."""
+    """The search targets on the noise-aware arms (or, without one, the base arms: measured, not the target)."""
     names = [n for n in arms if n.startswith(f"ttsnap/{NOISE_AWARE}")] or [n for n in arms if n != "best_of_n"]
     out = {"reward": "noise-aware" if names[0].startswith(f"ttsnap/{NOISE_AWARE}") else
            "base only (no noise-aware judge: the targets are for the noise-aware reward)"}
@@ -509,6 +525,9 @@ def targets(arms):
         arm = arms[name]
         shares = {m["best_of_n"]: (round(m["ttsnap"]["nfe_share"], 3) if m["ttsnap"] else None)
                   for m in arm["match_best_of_n"] if m["best_of_n"] > 1}
+        seconds = {m["best_of_n"]: (round(m["ttsnap"]["seconds_share"], 3)
+                                    if m["ttsnap"] and "seconds_share" in m["ttsnap"] else None)
+                   for m in arm["match_best_of_n"] if m["best_of_n"] > 1}
         reached = [v for v in shares.values() if v is not None]
         value = arm.get("omega")
         out[name] = {"omega": None if value is None else round(value, 2),
@@ -516,7 +535,11 @@ def targets(arms):
                      # per best-of-N size of the grid: TTSnap's NFE / best-of-N's NFE at equal reward (None: the
                      # pool's largest N0 does not reach it)
                      "nfe_share_by_n": shares,
-                     "nfe_share_le_0.6": bool(reached) and len(reached) == len(shares) and max(reached) <= 0.6}
+                     "nfe_share_le_0.6": bool(reached) and len(reached) == len(shares) and max(reached) <= 0.6,
+                     # the same from the measured seconds model (per call and per row), predicted for each run
+                     "seconds_share_by_n": seconds,
+                     "seconds_share_le_0.6": (all(v is not None for v in seconds.values()) and bool(seconds)
+                                              and max(seconds.values()) <= 0.6)}
     return out
 
 
@@ -571,29 +594,34 @@ def plot(path, result):
 # ------------------------------------------------------------------------------------------------------- main
 
 
-def main(args):
-    began = time.perf_counter()
-    workdir = tempfile.mkdtemp(prefix="bench_search_")
-    torch.manual_seed(args.seed)
-    pipe, judge, naj, models = load_models(args, workdir)
-    prompts = [scene.caption for scene in heldout_scenes(args.num_prompts)]
-    calibration_rows = list(range(args.num_prompts // 2))
-    heldout_rows = list(range(args.num_prompts // 2, args.num_prompts))
-    seeds = list(range(args.seed, args.seed + args.num_candidates))
-    load_seconds = time.perf_counter() - began
-    log(args, f"recording {len(prompts)} prompts x {len(seeds)} seeds x {args.steps} steps "
-              f"({len(prompts) * len(seeds) * args.steps} candidate-steps, previews: "
-              f"{' + '.join([BASE, *naj])})")
-    with torch.no_grad():
-        sampler = Sampler(pipe, prompts, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
-    table, record_timing = record(args, sampler, judge, naj, seeds)
-    kinds = list(table.scores)
+def columns(table, first, count):
+    """The table restricted to seeds `first .. first + count - 1` of its columns (one seed set)."""
+    return TrajectoryTable(table.prompts, list(table.seeds[first : first + count]), table.sigmas, table.nfe_per_step,
+                           {n: v[:, first : first + count] for n, v in table.scores.items()})
 
+
+def seconds_model(costs, kind, table, micro_batch_size):
+    """`seconds_of(n, steps, keep)`: a run's seconds predicted by the measured cost model of preview kind `kind`."""
+    cost = costs.get(kind, costs[BASE])
+
+    def seconds_of(n, steps, keep):
+        return cost.seconds(search_shape(n, steps, keep, num_steps=table.num_steps, nfe_per_step=table.nfe_per_step,
+                                         num_rewards=1, micro_batch_size=micro_batch_size))
+    return seconds_of
+
+
+def seed_set(args, pipe, judge, naj, prompts, table, costs, rows, models, save):
+    """Calibration, offline report, online runs and equal seconds on one seed set (`table`'s columns); with `save`,
+    the calibrated schedule is written to `--save_schedule`."""
+    calibration_rows, heldout_rows = rows
+    seeds = list(table.seeds)
+    kinds = list(table.scores)
     cost = view(table, BASE).cost_model(args.reward_cost)
     default = default_schedule(1, table.num_steps)
     default_steps = default.steps(table.num_steps, table.sigmas)
     unit, budgets = budget_grid(args, cost, default_steps, default.keep, len(seeds))
-    log(args, f"budgets {budgets} (one best-of-N candidate = {unit}); grid search and offline evaluation")
+    log(args, f"seeds {seeds[0]}..{seeds[-1]}: budgets {budgets} (one best-of-N candidate = {unit}); grid search "
+              f"and offline evaluation")
 
     arms, grids = {"best_of_n": (BASE, None)}, {}
     for kind in kinds:
@@ -602,17 +630,16 @@ def main(args):
         arms[f"ttsnap/{kind}/default"] = (kind, default)
         arms[f"ttsnap/{kind}/tuned"] = (kind, tuned)
 
-    shipped = save_calibrated(args, table, calibration_rows, cost, budgets, models) if args.save_schedule else None
-
-    offline = {"budgets": budgets, "candidate_cost": unit, "arms": {}, "grid_search": grids, "shipped": shipped,
-               "kendall_tau": {kind: taus(table.split(heldout_rows), kind) for kind in kinds},
-               "kendall_tau_all_prompts": {kind: taus(table, kind) for kind in kinds},
-               "sigmas": table.sigmas}
+    shipped = save_calibrated(args, table, calibration_rows, cost, budgets, models) if save else None
+    offline = {"seeds": [seeds[0], seeds[-1]], "budgets": budgets, "candidate_cost": unit, "arms": {},
+               "grid_search": grids, "shipped": shipped, "kendall_tau": {kind: taus(table.split(heldout_rows), kind) for kind in kinds},
+               "kendall_tau_all_prompts": {kind: taus(table, kind) for kind in kinds}, "sigmas": table.sigmas}
     evaluation_began = time.perf_counter()
-    bon_means = None
+    bon_means, bon_seconds = None, seconds_model(costs, BASE, table, args.micro_batch_size)
     for name, (kind, schedule) in arms.items():
         held = view(table, kind).split(heldout_rows)
-        rewards, report = arm_report(held, schedule, cost, budgets, unit, bon_means, args, record_timing)
+        rewards, report = arm_report(held, schedule, cost, budgets, unit, bon_means, args, costs.get("record", {}),
+                                     seconds_model(costs, kind, table, args.micro_batch_size), bon_seconds)
         if schedule is None:
             bon_means = rewards
             report.pop("omega", None)
@@ -628,8 +655,35 @@ def main(args):
         online_runs = online(args, pipe, judge, naj, online_prompts, arms, online_budget, table_held, seeds)
         log(args, f"equal seconds: {args.online_prompts} prompts x {len(arms) + 1} arms")
         same_seconds = equal_seconds(args, pipe, judge, naj, online_prompts, arms, args.budget_seconds,
-                                     default_nfe=online_budget, reward=REWARD)
+                                     default_nfe=online_budget, reward=REWARD,
+                                     costs={k: v for k, v in costs.items() if k != "record"})
+    return {"seeds": offline["seeds"], "offline": offline, "online": online_runs, "equal_seconds": same_seconds,
+            "targets": targets(offline["arms"])}
 
+
+def main(args):
+    began = time.perf_counter()
+    workdir = tempfile.mkdtemp(prefix="bench_search_")
+    torch.manual_seed(args.seed)
+    pipe, judge, naj, models = load_models(args, workdir)
+    prompts = [scene.caption for scene in heldout_scenes(args.num_prompts)]
+    rows = (list(range(args.num_prompts // 2)), list(range(args.num_prompts // 2, args.num_prompts)))
+    seeds = list(range(args.seed, args.seed + args.seed_sets * args.num_candidates))
+    load_seconds = time.perf_counter() - began
+    log(args, f"recording {len(prompts)} prompts x {len(seeds)} seeds x {args.steps} steps "
+              f"({len(prompts) * len(seeds) * args.steps} candidate-steps, previews: "
+              f"{' + '.join([BASE, *naj])})")
+    with torch.no_grad():
+        sampler = Sampler(pipe, prompts, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+    table, record_timing = record(args, sampler, judge, naj, seeds)
+    costs = {**arm_costs(sampler, judge, naj), "record": record_timing}
+    sets = []
+    for index in range(args.seed_sets):
+        first = index * args.num_candidates
+        set_args = argparse.Namespace(**{**vars(args), "seed": args.seed + first})
+        sets.append(seed_set(set_args, pipe, judge, naj, prompts, columns(table, first, args.num_candidates), costs,
+                             rows, models, save=bool(args.save_schedule) and index == 0))
+    calibration_rows, heldout_rows = rows
     result = {
         "command": command_line(),
         "machine": machine(pipe.device),
@@ -644,13 +698,14 @@ def main(args):
                    "prompts_calibration": [prompts[i] for i in calibration_rows],
                    "prompts_heldout": [prompts[i] for i in heldout_rows]},
         "timing": {"load_seconds": round(load_seconds, 2), "record": record_timing},
-        "offline": offline,
-        "online": online_runs,
-        "equal_seconds": same_seconds,
-        "targets": targets(offline["arms"]),
+        "cost_models": {k: v.to_dict() for k, v in costs.items() if k != "record"},
+        **{key: sets[0][key] for key in ("offline", "online", "equal_seconds", "targets")},  # the first set
+        "seed_sets": sets,
     }
     result["timing"]["total_seconds"] = round(time.perf_counter() - began, 2)
-    print_report(result)
+    for index, one in enumerate(sets):
+        print(f"\n=== seed set {index + 1} of {len(sets)}: seeds {one['seeds'][0]}..{one['seeds'][1]}")
+        print_report({**result, **one})
     print(f"total {result['timing']['total_seconds']:.1f}s (record {record_timing.get('seconds', 0)}s)")
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

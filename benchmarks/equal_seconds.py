@@ -19,7 +19,7 @@ from noisekit.core.clock import synchronize
 from noisekit.core.sampler import Sampler
 from noisekit.search.draft import cheap_draft
 from noisekit.search.strategies import best_of_n, search
-from noisekit.search.timing import TimedCost, measure_cost
+from noisekit.search.timing import TimedCost, measure_cost, search_shape
 
 PARTS = ("denoiser", "decode", "reward")
 
@@ -46,7 +46,9 @@ def arm_costs(full, judge, naj):
     costs = {"base": base}
     for kind, reward in naj.items():
         own = measure_cost(full, reward)
-        costs[kind] = TimedCost(base.seconds_per_nfe, own.seconds_per_reward_call, probe=own.probe)
+        costs[kind] = TimedCost(base.seconds_per_nfe, own.seconds_per_reward_call, probe=own.probe,
+                                seconds_per_denoiser_call=base.seconds_per_denoiser_call,
+                                seconds_per_scoring=own.seconds_per_scoring)
     return costs
 
 
@@ -69,15 +71,20 @@ def run_arm(name, kind, schedule, samplers, prompt_index, rewards, naj, budget_s
     return result, time.perf_counter() - began
 
 
-def equal_seconds(args, pipe, judge, naj, prompts, arms, budget_seconds=None, default_nfe=None, reward="reward"):
+def equal_seconds(args, pipe, judge, naj, prompts, arms, budget_seconds=None, default_nfe=None, reward="reward",
+                  costs=None):
     """Every arm of `arms` (`{name: (preview kind, schedule or None)}`) plus cheap drafts on `prompts` at the same
-    seconds per prompt (`budget_seconds`, default: what `default_nfe` denoiser evaluations take here)."""
+    seconds per prompt (`budget_seconds`, default: what `default_nfe` denoiser evaluations take here); `costs`
+    (`arm_costs`) when already measured."""
     with torch.no_grad():
         full = Sampler(pipe, prompts, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
         drafts = Sampler(pipe, prompts, num_inference_steps=args.draft_steps, guidance_scale=args.guidance_scale)
-    costs = arm_costs(full, judge, naj)
-    if budget_seconds is None:
-        budget_seconds = round(default_nfe * costs["base"].seconds_per_nfe, 3)
+    costs = costs or arm_costs(full, judge, naj)
+    if budget_seconds is None:  # what best-of-N at `default_nfe` is predicted to take here
+        count = max(1, default_nfe // (full.num_steps * full.nfe_per_step + 1))
+        budget_seconds = round(costs["base"].seconds(search_shape(
+            count, (), (), num_steps=full.num_steps, nfe_per_step=full.nfe_per_step, num_rewards=1,
+            micro_batch_size=args.micro_batch_size)), 3)
     rewards = {reward: judge}
     arms = {**arms, "cheap_draft": ("base", None)}
     out = {"budget_seconds": budget_seconds, "prompts": prompts, "draft_steps": args.draft_steps,

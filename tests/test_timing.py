@@ -15,7 +15,7 @@ from noisekit.cli import main
 from noisekit.search.budget import CostModel, default_schedule, plan_best_of_n, plan_ttsnap
 from noisekit.search.draft import cheap_draft
 from noisekit.search.strategies import best_of_n, search
-from noisekit.search.timing import FIXED_REWARD_COST, TimedCost, measure_cost
+from noisekit.search.timing import FIXED_REWARD_COST, RunShape, TimedCost, measure_cost, plan_by_seconds, search_shape
 
 PROMPT = "a large red circle in the top left on a black background"
 PARTS = ("denoiser", "decode", "reward")
@@ -51,9 +51,13 @@ def test_a_search_records_the_seconds_of_each_part(sampler):
 def test_measured_cost_times_denoiser_and_reward_calls(sampler):
     nfe = sampler.nfe
     cost = measure_cost(sampler, brightness, num_candidates=4, repeats=2)
-    assert sampler.nfe - nfe == 3 * 4 * 2  # warm-up + 2 timed first steps of 4 candidates, CFG
-    assert cost.probe["nfe"] == 2 * 4 * 2 and cost.probe["images"] == 2 * 4 and cost.probe["reward_calls"] == 8
+    assert sampler.nfe - nfe == 3 * (1 + 4) * 2  # warm-up + 2 timed first steps of 1 and of 4 candidates, CFG
+    assert cost.probe["nfe"] == 3 * 5 * 2 and cost.probe["images"] == 3 * 5 and cost.probe["reward_calls"] == 15
     assert cost.seconds_per_nfe > 0 and cost.seconds_per_reward_call > 0 and cost.name == "measured"
+    assert cost.seconds_per_denoiser_call >= 0 and cost.seconds_per_scoring >= 0
+    # the affine model passes through the larger probe (or is proportional to it when the pair was too noisy)
+    step_4 = cost.probe["step_seconds"]["4"]
+    assert cost.seconds(RunShape(denoiser_calls=1, nfe=8)) == pytest.approx(step_4, rel=1e-4)
     assert cost.reward_cost == cost.measured_ratio == round(cost.seconds_per_reward_call / cost.seconds_per_nfe, 3)
     assert TimedCost.from_dict(json.loads(json.dumps(cost.to_dict()))) == cost
     fixed = cost.as_fixed()
@@ -84,6 +88,32 @@ def test_cheap_draft_spends_a_seconds_budget(sd1_pipe, sampler):
     assert set(result.seconds) == {*PARTS, "search"} and all(v >= 0 for v in result.seconds.values())
 
 
+def test_run_shapes_count_calls_rows_and_scorings():
+    bon = search_shape(5, (), (), num_steps=4, nfe_per_step=2, num_rewards=1, micro_batch_size=32)
+    assert bon == RunShape(denoiser_calls=4, nfe=40, scorings=1, reward_calls=5)
+    # survivors 8 -> 4 -> 2 at steps 0 and 1; passes 8 x 1 + 4 x 1 + 2 x 2
+    pruned = dict(num_steps=4, nfe_per_step=2, num_rewards=2)
+    assert search_shape(8, (0, 1), (0.5, 0.5), micro_batch_size=32, **pruned) == RunShape(4, 32, 3, 28)
+    # in micro-batches of 2 the flight starts 4 calls a step; a stage of 2 survivors runs at most 2
+    assert search_shape(8, (0, 1), (0.5, 0.5), micro_batch_size=2, **pruned) == RunShape(4 + 4 + 2 * 2, 32, 3, 28)
+    assert search_shape(3, (), (), num_steps=4, nfe_per_step=2, num_rewards=1, micro_batch_size=32,
+                        stage_nfe=6).nfe == 24 + 18
+
+
+def test_a_fixed_part_per_call_buys_fewer_candidates_than_proportional_seconds(sampler):
+    overhead = TimedCost(seconds_per_nfe=0.01, seconds_per_reward_call=0.025, seconds_per_denoiser_call=0.02)
+    shape = lambda n: search_shape(n, (), (), num_steps=4, nfe_per_step=2, num_rewards=1, micro_batch_size=32)  # noqa
+    # n candidates: 4 calls x 0.02 + 8n x 0.01 + n x 0.025 <= 1.5 -> n <= 13.5; proportional: 150 // 10.5 = 14
+    assert plan_by_seconds(overhead, 1.5, shape, limit=100) == 13 and plan_by_seconds(INJECTED, 1.5, shape, limit=100) == 14
+    assert overhead.seconds(shape(13)) <= 1.5 < overhead.seconds(shape(14))
+    assert plan_by_seconds(INJECTED, 1e6, shape, limit=100) == 101  # "more than the limit": the caller refuses it
+    result = best_of_n(sampler, 0, brightness, budget_seconds=1.5, cost=overhead)
+    assert len(result.candidates) == 13 and result.budget == 150
+    assert TimedCost.from_dict(json.loads(json.dumps(overhead.to_dict()))) == overhead
+    old = {k: v for k, v in INJECTED.to_dict().items() if k not in ("seconds_per_denoiser_call", "seconds_per_scoring")}
+    assert TimedCost.from_dict(old) == INJECTED  # a record from before the fixed parts plans as it did
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"budget_seconds": -1.0, "cost": INJECTED}, "`budget_seconds` must be a finite number of seconds > 0, got -1.0"),
     ({"budget_seconds": 0, "cost": INJECTED}, "`budget_seconds` must be a finite number of seconds > 0, got 0"),
@@ -91,7 +121,8 @@ def test_cheap_draft_spends_a_seconds_budget(sd1_pipe, sampler):
     ({"budget_seconds": 1.0, "num_candidates": 3}, "not `num_candidates` and `budget_seconds`"),
     ({"budget_seconds": 1.0, "budget": 90}, "not `budget` and `budget_seconds`"),
     ({"num_candidates": 2, "reward_cost": 1, "cost": INJECTED}, "give `reward_cost` .* or `cost`"),
-    ({"budget_seconds": 0.05, "cost": INJECTED}, "`budget_seconds` 0.05 buys 5 NFE-equivalents at 0.01 s per NFE"),
+    ({"budget_seconds": 0.05, "cost": INJECTED}, "`budget_seconds` 0.05 buys 5 NFE-equivalents at 0.01 s per NFE.*"
+                                                  "smallest run .* predicted to take"),
 ])
 def test_seconds_budget_errors_name_what_is_allowed(sampler, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -7,7 +7,9 @@
 Costs: a reward call (decode + score of one image) is charged the NFE-equivalents measured at the start of the run
 (`--cost_model measured`, the default: a few denoiser steps and decode + reward calls are timed, once per run folder)
 or a constant (`--cost_model fixed`, `--reward_cost`, 1 by default: the accounting of earlier runs).
-`--budget_seconds` becomes NFE-equivalents through the measured seconds per NFE before N0 is planned.
+`--budget_seconds` plans N0 from the measured seconds (one step of one batch and one scoring of a batch, each a
+fixed part plus a part per row or image, timed at one and at eight candidates): the largest N0 whose run is
+predicted to fit. It is recorded as NFE-equivalents too.
 """
 
 import json
@@ -48,8 +50,8 @@ def register(commands):
     parser.add_argument("--budget_nfe", type=int, default=None,
                         help="budget per prompt in NFE-equivalents (denoiser evaluations + reward calls)")
     parser.add_argument("--budget_seconds", type=float, default=None,
-                        help="budget per prompt in seconds, converted to NFE-equivalents through the measured "
-                             "seconds per NFE")
+                        help="budget per prompt in seconds: N0 is the largest whose run the measured seconds "
+                             "predict to fit")
     parser.add_argument("--cost_model", default=None, choices=COST_MODELS,
                         help="what a reward call is charged: measured (default; timed at the start of the run) or "
                              "fixed (--reward_cost, 1 unless given; the accounting of earlier runs)")

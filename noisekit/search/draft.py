@@ -11,13 +11,15 @@ Examples:
     >>> result = cheap_draft(drafts, full, 0, judge, budget_seconds=20.0, cost=measure_cost(full, judge), finish=4)
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
 from ..rewards.combine import rank_sum, top_positions
 from .budget import CostModel
-from .strategies import as_reward_dict, best_of_n, check_candidate_count, resolve_budget
+from .strategies import MAX_CANDIDATES, MICRO_BATCH, as_reward_dict, best_of_n, check_candidate_count, resolve_budget
+from .timing import plan_by_seconds, search_shape
 
 
 @dataclass
@@ -52,6 +54,14 @@ class DraftResult:
         return {part: self.drafts.seconds[part] + self.final.seconds[part] for part in self.final.seconds}
 
 
+def draft_shape(draft_sampler, full_sampler, num_candidates, *, num_rewards, finish, micro_batch_size):
+    """The `RunShape` of `num_candidates` drafts and `finish` finished candidates."""
+    shape = functools.partial(search_shape, steps=(), keep=(), num_rewards=num_rewards,
+                              micro_batch_size=micro_batch_size)
+    return (shape(num_candidates, num_steps=draft_sampler.num_steps, nfe_per_step=draft_sampler.nfe_per_step)
+            + shape(finish, num_steps=full_sampler.num_steps, nfe_per_step=full_sampler.nfe_per_step))
+
+
 def candidate_cost(sampler, reward_cost, num_rewards):
     """What one candidate run to the end of `sampler`'s loop and scored costs, in NFE-equivalents."""
     cost = CostModel.for_sampler(sampler, reward_cost, num_rewards)
@@ -78,10 +88,15 @@ def cheap_draft(draft_sampler, full_sampler, prompt_index, rewards, *, seeds=0, 
     if list(draft_sampler.prompts) != list(full_sampler.prompts):
         raise ValueError("`draft_sampler` and `full_sampler` must hold the same prompts.")
     rewards = as_reward_dict(rewards)
-    budget, reward_cost, _ = resolve_budget(full_sampler, rewards, None, num_candidates=num_candidates, budget=budget,
-                                            budget_seconds=budget_seconds, cost=cost, reward_cost=reward_cost,
-                                            pruning=False, required=True)
-    if budget is not None:
+    budget, reward_cost, timed = resolve_budget(full_sampler, rewards, None, num_candidates=num_candidates,
+                                                budget=budget, budget_seconds=budget_seconds, cost=cost,
+                                                reward_cost=reward_cost, pruning=False, required=True)
+    if budget_seconds is not None:
+        count = plan_by_seconds(timed, budget_seconds, functools.partial(
+            draft_shape, draft_sampler, full_sampler, num_rewards=len(rewards), finish=finish,
+            micro_batch_size=micro_batch_size or MICRO_BATCH), limit=MAX_CANDIDATES, smallest=finish)
+        num_candidates = check_candidate_count(count, source=f"`budget_seconds` {budget_seconds:g}")
+    elif budget is not None:
         count = draft_count(budget, draft_cost=candidate_cost(draft_sampler, reward_cost, len(rewards)),
                             full_cost=candidate_cost(full_sampler, reward_cost, len(rewards)), finish=finish)
         num_candidates = check_candidate_count(count, source=f"`budget` {budget}")

@@ -14,6 +14,7 @@ the clean reward. A pruned candidate is cheap because it never finishes.
 """
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -168,18 +169,21 @@ class Flight:
 
 
 def plan_count(sampler, num_rewards, *, budget, steps=(), keep=(), reward_cost=1, formula="exact", stage_nfe=0,
-               budget_seconds=None, timed=None):
-    """N0, the candidates a `budget` buys: best-of-N when `steps` is empty, else TTSnap with that schedule;
-    `stage_nfe` is what the noise stages spend on each candidate before sampling (NLG: 2 per iteration). When the
-    budget came from `budget_seconds` through `timed` (a `TimedCost`), an error says so."""
+               budget_seconds=None, timed=None, micro_batch_size=None):
+    """N0, the candidates a budget buys: best-of-N when `steps` is empty, else TTSnap with that schedule;
+    `stage_nfe` is what the noise stages spend on each candidate before sampling (NLG: 2 per iteration). A
+    `budget_seconds` is planned through `timed` (a `TimedCost`): the largest N0 whose run, in the micro-batches of
+    `micro_batch_size`, is predicted to fit it; a `budget` (NFE-equivalents) by `formula`."""
+    if budget_seconds is not None:
+        from .timing import plan_by_seconds, search_shape
+
+        shape = functools.partial(search_shape, steps=steps, keep=keep, num_steps=sampler.num_steps,
+                                  nfe_per_step=sampler.nfe_per_step, num_rewards=num_rewards,
+                                  micro_batch_size=micro_batch_size or MICRO_BATCH, stage_nfe=stage_nfe)
+        count = plan_by_seconds(timed, budget_seconds, shape, limit=MAX_CANDIDATES)
+        return check_candidate_count(count, source=f"`budget_seconds` {budget_seconds:g}")
     cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe)
-    try:
-        count = plan_ttsnap(budget, cost, steps, keep, formula) if steps else plan_best_of_n(budget, cost)
-    except ValueError as error:
-        if budget_seconds is None:
-            raise
-        raise ValueError(f"`budget_seconds` {budget_seconds:g} buys {budget} NFE-equivalents at "
-                         f"{timed.seconds_per_nfe:.3g} s per NFE on this machine; {error}") from None
+    count = plan_ttsnap(budget, cost, steps, keep, formula) if steps else plan_best_of_n(budget, cost)
     return check_candidate_count(count, source=f"`budget` {budget}")
 
 
@@ -282,7 +286,7 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
     if budget is not None:
         num_candidates = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep,
                                     reward_cost=reward_cost, formula=formula, stage_nfe=stage_nfe,
-                                    budget_seconds=budget_seconds, timed=timed)
+                                    budget_seconds=budget_seconds, timed=timed, micro_batch_size=micro_batch_size)
     if candidates is None:
         candidates = from_seeds(sampler.shape, seed_list(seeds, num_candidates), prompt_index)
     elif num_candidates is not None:
@@ -386,7 +390,8 @@ def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, b
     began, clock_before = time.perf_counter(), sampler.clock.read()
     cost = CostModel.for_sampler(sampler, reward_cost, len(rewards))
     count = check_candidate_count(num_candidates) if budget is None else plan_count(
-        sampler, len(rewards), budget=budget, reward_cost=reward_cost, budget_seconds=budget_seconds, timed=timed)
+        sampler, len(rewards), budget=budget, reward_cost=reward_cost, budget_seconds=budget_seconds, timed=timed,
+        micro_batch_size=micro_batch_size)
     count = check_candidate_count(count, source=f"`budget` {budget}")
     seeds = seed_list(seeds, count)
     old = {c.seed: c for c in previous.candidates} if previous is not None else {}
