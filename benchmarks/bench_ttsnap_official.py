@@ -33,8 +33,8 @@ import time
 import torch
 
 from noisekit.search.budget import DEFAULT_SCHEDULE, PruningSchedule, ttsnap_candidate_cost
-from noisekit.search.calibrate import (TrajectoryTable, calibrate_schedule, evaluate, expected_best_of_n, omega,
-                                       schedule_grid, simulate_many)
+from noisekit.search.calibrate import (TrajectoryTable, calibrate_schedule, evaluate, expected_best_of_n,
+                                       kendall_tau, omega, schedule_grid, simulate_many)
 from noisekit.search.official_tables import (CALL_TFLOPS, COST_UNIT_TFLOPS, MODELS, REWARD_NAMES, REWARDS,
                                              STEP_TFLOPS, official_cost_model, official_scale, read_official_values)
 from noisekit.results import write_json
@@ -235,6 +235,7 @@ def run_setting(args, model, reward):
                               "by_formula": {f: arm(heldout, sched, budgets, bon, args, f) for f in FORMULAS},
                               "match_best_of_n": match_report(heldout, sched, bon_sizes, args)}
         held["arms"][name]["summary"] = summarize(held["arms"][name]["match_best_of_n"])
+    held["limits"] = limits(heldout, steps_schedule, bon_sizes, args)
     out["heldout"] = held
     out["seconds"] = round(time.perf_counter() - began, 1)
     cal = held["arms"]["calibrated"]
@@ -242,6 +243,19 @@ def run_setting(args, model, reward):
               f" calibrated {cal['by_formula']['exact']['omega']:+.1f}; max cost share (exact) "
               f"{cal['summary']['exact']['max_share']}")
     return out
+
+
+def limits(table, schedule, bon_sizes, args):
+    """What bounds the cost share: how well each step's preview reward orders a prompt's trajectories as the final
+    reward does (Kendall tau, per prompt, mean over the first 60 trajectories), and the share the same schedule
+    would need with perfect previews (every step scored by the final reward)."""
+    (name, scores), = table.scores.items()
+    final = scores[:, :60, -1]
+    tau = [round(kendall_tau(scores[:, :60, s], final), 3) for s in range(table.num_steps - 1)]
+    oracle = TrajectoryTable(table.prompts, table.seeds, table.sigmas, table.nfe_per_step,
+                             {name: scores[:, :, -1:].expand_as(scores).contiguous()})
+    matches = match_report(oracle, schedule, bon_sizes, args)
+    return {"kendall_tau_by_step": tau, "oracle_previews": summarize(matches)["exact"]}
 
 
 def fmt(value, spec):
@@ -265,6 +279,14 @@ def print_report(result):
                   f"{fmt(so['max_share'], '.2f'):>6s} | {fmt(so['share_at_n10'], '.2f'):>5s} "
                   f"{fmt(se['max_share'], '.2f'):>6s} | {fmt(se['share_at_n10'], '.2f'):>5s} "
                   f"{str(se['all_le_0.6']):>6s}")
+    print("limits (held-out, calibrated schedule): Kendall tau of the preview at steps 0 / 4 / 8 / 12 with the final "
+          "reward; corrected share at N = 10 and worst over N with perfect previews")
+    for s in result["settings"]:
+        lim = s["heldout"]["limits"]
+        tau = lim["kendall_tau_by_step"]
+        print(f"  {s['model'] + '/' + s['reward']:12s} tau {tau[0]:+.2f} / {tau[4]:+.2f} / {tau[8]:+.2f} / "
+              f"{tau[12]:+.2f}; oracle share {fmt(lim['oracle_previews']['share_at_n10'], '.2f')} | "
+              f"worst {fmt(lim['oracle_previews']['max_share'], '.2f')}")
 
 
 def main(args):

@@ -36,7 +36,6 @@ COST_MODELS = ("measured", "fixed")
 RATIO_DECIMALS = 3  # a recorded ratio plans exactly as the measured one did
 PROBE_SEED = 2**31  # far from the seeds a search uses, though the probe's images are thrown away
 PROBE_CANDIDATES = 8
-PROBE_SIZES = (1, PROBE_CANDIDATES)  # a lone survivor and a batch: the fixed part of a call and the per-row part
 PROBE_REPEATS = 3  # timed repeats of one denoiser step and one decode + score, after one untimed warm-up
 PLAN_RTOL = 1e-9  # a run predicted at exactly the budget fits, whatever the float rounding
 
