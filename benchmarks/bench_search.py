@@ -676,7 +676,7 @@ def main(args):
     with torch.no_grad():
         sampler = Sampler(pipe, prompts, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
     table, record_timing = record(args, sampler, judge, naj, seeds)
-    costs = {**arm_costs(sampler, judge, naj), "record": record_timing}
+    costs = {**arm_costs(sampler, judge, naj, args.micro_batch_size), "record": record_timing}
     sets = []
     for index in range(args.seed_sets):
         first = index * args.num_candidates

@@ -40,12 +40,13 @@ def machine(device):
     return info
 
 
-def arm_costs(full, judge, naj):
-    """`{preview kind: TimedCost}`: one seconds-per-NFE for every arm, each kind's own seconds per reward call."""
-    base = measure_cost(full, judge)
+def arm_costs(full, judge, naj, micro_batch_size):
+    """`{preview kind: TimedCost}`: one seconds-per-NFE for every arm, each kind's own seconds per reward call; the
+    probe's larger batch is the runs' micro-batch."""
+    base = measure_cost(full, judge, num_candidates=micro_batch_size)
     costs = {"base": base}
     for kind, reward in naj.items():
-        own = measure_cost(full, reward)
+        own = measure_cost(full, reward, num_candidates=micro_batch_size)
         costs[kind] = TimedCost(base.seconds_per_nfe, own.seconds_per_reward_call, probe=own.probe,
                                 seconds_per_denoiser_call=base.seconds_per_denoiser_call,
                                 seconds_per_scoring=own.seconds_per_scoring)
@@ -79,7 +80,7 @@ def equal_seconds(args, pipe, judge, naj, prompts, arms, budget_seconds=None, de
     with torch.no_grad():
         full = Sampler(pipe, prompts, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
         drafts = Sampler(pipe, prompts, num_inference_steps=args.draft_steps, guidance_scale=args.guidance_scale)
-    costs = costs or arm_costs(full, judge, naj)
+    costs = costs or arm_costs(full, judge, naj, args.micro_batch_size)
     if budget_seconds is None:  # what best-of-N at `default_nfe` is predicted to take here
         count = max(1, default_nfe // (full.num_steps * full.nfe_per_step + 1))
         budget_seconds = round(costs["base"].seconds(search_shape(

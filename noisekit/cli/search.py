@@ -8,8 +8,8 @@ Costs: a reward call (decode + score of one image) is charged the NFE-equivalent
 (`--cost_model measured`, the default: a few denoiser steps and decode + reward calls are timed, once per run folder)
 or a constant (`--cost_model fixed`, `--reward_cost`, 1 by default: the accounting of earlier runs).
 `--budget_seconds` plans N0 from the measured seconds (one step of one batch and one scoring of a batch, each a
-fixed part plus a part per row or image, timed at one and at eight candidates): the largest N0 whose run is
-predicted to fit. It is recorded as NFE-equivalents too.
+fixed part plus a part per row or image, timed at one candidate and at the micro-batch size): the largest N0 whose
+run is predicted to fit. It is recorded as NFE-equivalents too.
 """
 
 import json
@@ -266,8 +266,9 @@ def run_cost(args, folder, group, sampler, preview_rewards, rewards):
         return None
 
     def measure():
-        with torch.no_grad():
-            return measure_cost(sampler, preview_rewards or rewards).to_dict()
+        with torch.no_grad():  # the larger probe is the run's micro-batch, the largest batch it steps
+            return measure_cost(sampler, preview_rewards or rewards,
+                                **({"num_candidates": max(2, args.batch_size)} if args.batch_size else {})).to_dict()
 
     cost = TimedCost.from_dict(shared_record(folder, group, "cost", measure))
     if args.cost_model == "fixed":

@@ -35,7 +35,7 @@ FIXED_REWARD_COST = 1  # the assumed NFE-equivalents per reward call of earlier 
 COST_MODELS = ("measured", "fixed")
 RATIO_DECIMALS = 3  # a recorded ratio plans exactly as the measured one did
 PROBE_SEED = 2**31  # far from the seeds a search uses, though the probe's images are thrown away
-PROBE_CANDIDATES = 8
+PROBE_CANDIDATES = 32  # search's default micro-batch: the largest batch a run steps, so the line never extrapolates
 PROBE_REPEATS = 3  # timed repeats of one denoiser step and one decode + score, after one untimed warm-up
 PLAN_RTOL = 1e-9  # a run predicted at exactly the budget fits, whatever the float rounding
 
@@ -184,7 +184,10 @@ def measure_cost(sampler, rewards, *, prompt_index=0, num_candidates=PROBE_CANDI
         sampler (`Sampler`): the run's sampler (its settings, batch and device set the cost).
         rewards: a reward or `{name: reward}` as they score previews (noise-aware ones are given the step's sigma).
         prompt_index (`int`): the prompt the probe runs.
-        num_candidates (`int`): the larger probe batch (the smaller is one candidate).
+        num_candidates (`int`): the larger probe batch (the smaller is one candidate): the run's micro-batch size,
+            so that every batch the plan runs lies between the two. On a GPU, whose step time stays flat until the
+            batch fills it, the line between them overestimates the middle: a seconds budget errs towards spending
+            less.
         name (`str`): the cost model to return, `"measured"` or `"fixed"` (the measurement is the same; "fixed"
             charges `fixed_reward_cost` per reward call but still converts seconds through the measured times).
 
