@@ -13,7 +13,8 @@ candidates. Arms:
 - `best_of_n`: random seeds, best-of-N (the search alone);
 - `ttsnap`: random seeds, TTSnap pruning with the noise-aware judge and its calibrated schedule;
 - `library`, `golden`, `nlg`: that stage alone, then best-of-N;
-- `composed`: library -> golden -> NLG -> TTSnap.
+- `composed`: library -> golden -> NLG -> TTSnap;
+- `composed_without_nlg`: library -> golden -> TTSnap (NLG's evaluations spent on more candidates instead).
 
 Reported per arm: the judge's mean reward of the chosen image, candidates and NFE-equivalents per prompt, and the
 paired difference to `best_of_n` with its standard error and the share of prompts it wins. Runs resume per prompt
@@ -56,7 +57,7 @@ def arms(args):
     ttsnap = ["--strategy", "ttsnap", "--preview_reward", "noise-aware",
               "--reward_path", f"noise-aware={args.preview_reward_path}"]
     return {"best_of_n": [], "ttsnap": ttsnap, "library": library, "golden": golden, "nlg": nlg,
-            "composed": [*library, *golden, *nlg, *ttsnap]}
+            "composed": [*library, *golden, *nlg, *ttsnap], "composed_without_nlg": [*library, *golden, *ttsnap]}
 
 
 def run_arm(args, name, flags, prompt_file):
@@ -94,7 +95,7 @@ def main(args):
         report["arms"][name] = run_arm(args, name, flags, prompt_file)
     baseline = report["arms"]["best_of_n"]["rewards"]
     print(f"{len(prompts)} held-out prompts, {args.budget_nfe} NFE-equivalents each, model {args.model}")
-    print(f"{'arm':10s} {'reward':>7s} {'N':>5s} {'cost':>6s} {'vs best-of-N':>22s} {'wins':>5s}")
+    print(f"{'arm':21s} {'reward':>7s} {'N':>5s} {'cost':>6s} {'vs best-of-N':>22s} {'wins':>5s}")
     for name, arm in report["arms"].items():
         count = len(arm["rewards"])
         arm.update(reward=sum(arm["rewards"]) / count, mean_candidates=sum(arm["candidates"]) / count,
@@ -102,7 +103,7 @@ def main(args):
         if name != "best_of_n":
             arm["vs_best_of_n"] = paired(arm["rewards"], baseline)
         versus = arm.get("vs_best_of_n")
-        print(f"{name:10s} {arm['reward']:7.3f} {arm['mean_candidates']:5.1f} {arm['mean_cost']:6.1f} "
+        print(f"{name:21s} {arm['reward']:7.3f} {arm['mean_candidates']:5.1f} {arm['mean_cost']:6.1f} "
               + (f"{versus['gain']:+10.3f} +- {versus['gain_std_error']:.3f} {versus['wins']:5.2f}" if versus else ""))
     if args.output:
         write_json(args.output, report)
