@@ -7,8 +7,10 @@ unstated; the target asks for it:
 
 - `dark background` (captions without a background clause): retrieval asks `brightness=low` of the posteriors
   with the prompt as text (rerank mode); success = the pixel checker reads a black or navy background;
+- `bright background`: the same with `brightness=high`; success = a white or beige background;
 - `large` (captions without a size): retrieval is the text `a large ...`; success = the pixel checker reads
   size large;
+- `small`: the same with `a small ...`; success = size small;
 - `top left` (captions without a position): retrieval is the text `... in the top left ...`; success = the pixel
   checker reads the object's cell as top left.
 
@@ -47,6 +49,7 @@ def parse_args(input_args=None):
     parser.add_argument("--model", default=None, help="the library's pipeline (default: shapes-t2i)")
     parser.add_argument("--num_prompts", type=int, default=48, help="prompts per target")
     parser.add_argument("--num_reward_prompts", type=int, default=96, help="prompts of the text-only experiment")
+    parser.add_argument("--targets", nargs="+", default=None, help="only these targets (default: all)")
     parser.add_argument("--images", type=int, default=4, help="images per prompt and arm")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance_scale", type=float, default=5.0)
@@ -68,15 +71,17 @@ def base_phrase(obj, size=None):
 def target_prompts(pairs, count):
     """`{target: [(prompt, retrieval_text, attributes)]}`: the held-out one-object captions that leave the
     target's attribute unstated, as they are."""
-    out = {"dark background": [], "large": [], "top left": []}
+    out = {"dark background": [], "bright background": [], "large": [], "small": [], "top left": []}
     for scene, parsed in pairs:
         obj, prompt = parsed["objects"][0], scene.caption
         position = f" {POSITIONS[parsed['position']][1]}" if parsed.get("position") else ""
         background = f" on a {parsed['background']} background" if parsed.get("background") else ""
         if not background:
             out["dark background"].append((prompt, prompt, ("brightness=low",)))
+            out["bright background"].append((prompt, prompt, ("brightness=high",)))
         if not obj.get("size"):
             out["large"].append((prompt, base_phrase(obj, size="large") + position + background, ()))
+            out["small"].append((prompt, base_phrase(obj, size="small") + position + background, ()))
         if not position:
             out["top left"].append((prompt, base_phrase(obj) + f" {POSITIONS['top left'][1]}" + background, ()))
     return {target: rows[:count] for target, rows in out.items()}
@@ -84,7 +89,9 @@ def target_prompts(pairs, count):
 
 SUCCESS = {
     "dark background": lambda reading: reading["background"] in ("black", "navy"),
+    "bright background": lambda reading: reading["background"] in ("white", "beige"),
     "large": lambda reading: bool(reading["objects"]) and reading["objects"][0]["size"] == "large",
+    "small": lambda reading: bool(reading["objects"]) and reading["objects"][0]["size"] == "small",
     "top left": lambda reading: bool(reading["objects"]) and reading["objects"][0]["position"] == "top left",
 }
 
@@ -108,6 +115,8 @@ def main(args):
     random_counter = iter(range(RANDOM_SEED_START, RANDOM_SEED_START + 10**7))
     targets = {}
     for target, rows in target_prompts(pairs, args.num_prompts).items():
+        if args.targets and target not in args.targets:
+            continue
         hits = {"retrieved": [], "random": []}
         for prompt, text, attributes in rows:
             seeds = library.query(text=text, attributes=list(attributes), top_k=args.images).seeds
