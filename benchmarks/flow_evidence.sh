@@ -28,13 +28,17 @@ LIB=${FLOW_LIBRARY:-runs/shapes-flow-library}
 .venv/bin/noisekit library build --model shapes-flow --num_seeds 2000 --output "$LIB" --batch_size 64 --resume --quiet
 $PY benchmarks/library_evidence.py --library "$LIB" --model shapes-flow --num_prompts 16 --num_reward_prompts 32 \
   --images 2 --output "$OUT/library_shapes-flow.json"
-# Golden noise on the flow model: an NPD of 11,000 shapes captions (re-denoise as an Euler step and its exact
-# inverse; about half the pairs are kept), a small NPNet trained on it (not shipped), then the UNet's protocol on
-# 200 held-out prompts. (An NPD of 1,024 captions, `runs/npd-flow`, gave the earlier 412-pair net.)
+# Golden noise on the flow model: an NPD of every distinct training caption of 11,000 scenes (7,458) with one seed,
+# and of 3,718 of them again with other seeds (re-denoise as an Euler step and its exact inverse; about half the
+# pairs are kept), a small NPNet trained on both (not shipped), then the UNet's protocol on 200 held-out prompts.
+# (An NPD of 1,024 captions, `runs/npd-flow`, gave the earlier 412-pair net.)
 PYTHONPATH=. $PY training/collect_npd.py --pretrained_model_name_or_path assets/shapes-flow --dataset shapes \
   --num_prompts 11000 --reward shapes-judge --output_dir runs/npd-flow-big --batch_size 64
-[ -d runs/npnet-flow-big/npnet ] || PYTHONPATH=. $PY training/train_npnet.py --data_dir runs/npd-flow-big \
-  --pretrained_model_name_or_path assets/shapes-flow --small_swin --output_dir runs/npnet-flow-big
+PYTHONPATH=. $PY training/collect_npd.py --pretrained_model_name_or_path assets/shapes-flow --dataset shapes \
+  --num_prompts 4500 --seed_offset 1000000 --reward shapes-judge --output_dir runs/npd-flow-big2 --batch_size 64
+[ -d runs/npnet-flow-big/npnet ] || PYTHONPATH=. $PY training/train_npnet.py \
+  --data_dir runs/npd-flow-big runs/npd-flow-big2 --pretrained_model_name_or_path assets/shapes-flow --small_swin \
+  --output_dir runs/npnet-flow-big
 $PY benchmarks/npnet_evidence.py --npnet runs/npnet-flow-big/npnet --model shapes-flow --num_prompts 200 \
   --timing_repeats 2 --output "$OUT/npnet_shapes-flow-big.json"
 # Every method and the composed plan at equal NFE (library -> golden -> NLG -> TTSnap with the flow judge).
