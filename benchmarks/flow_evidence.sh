@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The evidence of shapes-flow (the shapes world's MMDiT), on the same held-out prompts and seeds as the UNet's:
-# its quality table, NLG, and seed search / TTSnap. Writes JSON under benchmarks/results/. About 45 minutes on
-# 2 CPU cores. Usage: bash benchmarks/flow_evidence.sh
+# its quality table, NLG, seed search / TTSnap (with the UNet's judges, then with one trained on this model),
+# NoiseQuery, golden noise and the composed plan. Writes JSON under benchmarks/results/. About 4 hours on 2 CPU
+# cores, most of it the NPD collections and the judge's training (each resumes if interrupted).
+# Usage: bash benchmarks/flow_evidence.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -9,6 +11,7 @@ OUT=benchmarks/results
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1
 $PY benchmarks/shapes_quality.py --model shapes-flow --judge assets/shapes-judge --output "$OUT/quality_shapes-flow.json"
+$PY benchmarks/text_position_probe.py --model assets/shapes-t2i  # does the (shared) text encoder carry positions?
 $PY benchmarks/nlg_evidence.py --model shapes-flow --judge assets/shapes-judge --num_prompts 60 \
   --output "$OUT/nlg_shapes-flow.json"
 $PY benchmarks/bench_search.py --model shapes-flow --num_candidates 16 --output "$OUT/bench_search_flow.json" \
@@ -26,8 +29,8 @@ $PY benchmarks/bench_search.py --model shapes-flow --num_candidates 16 --seed_se
 # NoiseQuery on the flow model: a 2,000-seed library of its posteriors (not shipped), then the UNet's protocol.
 LIB=${FLOW_LIBRARY:-runs/shapes-flow-library}
 .venv/bin/noisekit library build --model shapes-flow --num_seeds 2000 --output "$LIB" --batch_size 64 --resume --quiet
-$PY benchmarks/library_evidence.py --library "$LIB" --model shapes-flow --num_prompts 16 --num_reward_prompts 32 \
-  --images 2 --output "$OUT/library_shapes-flow.json"
+$PY benchmarks/library_evidence.py --library "$LIB" --model shapes-flow --num_prompts 24 --num_reward_prompts 32 \
+  --images 4 --output "$OUT/library_shapes-flow.json"
 # Golden noise on the flow model: an NPD of every distinct training caption of 11,000 scenes (7,458) with one seed,
 # and of 3,718 of them again with other seeds (re-denoise as an Euler step and its exact inverse; about half the
 # pairs are kept), a small NPNet trained on both (not shipped), then the UNet's protocol on 200 held-out prompts.
