@@ -14,7 +14,8 @@ them calibrates (grid search of pruning schedules), the second half reports. Ste
 1. Record a trajectory table once (`record_table`): for every prompt, `--num_candidates` seeds run to the end; the
    x0 preview of every step is scored by the clean judge as if clean (`base`, TTSnap's un-tuned baseline) and, when
    a noise-aware judge is given, by it too (`noise-aware` for its sigma model, `noise-aware-stages` for its
-   per-stage checkpoints; `--noise_aware_mode`); the final image by the clean judge.
+   per-stage checkpoints; `--noise_aware_mode`) and, on shapes-t2i, by the judge's latent twin on the x0 latents
+   (`latent-twin`, no decode; `--latent_preview`); the final image by the clean judge.
 2. Grid-search pruning schedules on the calibration half (`grid_search`, one per preview reward), among those whose
    N0 fits the recorded pool at every budget.
 3. On the held-out half, at every budget of the grid (whole multiples of one best-of-N candidate's cost, from 2 up
@@ -69,7 +70,7 @@ from noisekit.shapes.dataset import heldout_scenes
 from noisekit.results import write_json
 
 REWARD = "shapes-judge"
-BASE, NOISE_AWARE = "base", "noise-aware"
+BASE, NOISE_AWARE, LATENT = "base", "noise-aware", "latent-twin"
 TINY_DEFAULTS = dict(num_prompts=6, num_candidates=16, steps=10, online_prompts=2, iterations=10,
                      grid_iterations=2)
 DEFAULTS = dict(num_prompts=64, num_candidates=16, steps=20, online_prompts=4, iterations=50, grid_iterations=10)
@@ -89,6 +90,9 @@ def parse_args(input_args=None):
     parser.add_argument("--noise_aware_mode", default="both", choices=["sigma", "stages", "both"],
                         help="the sigma-conditioned model (preview reward `noise-aware`), the per-stage checkpoints "
                              "(`noise-aware-stages`), or both in one recording")
+    parser.add_argument("--latent_preview", default="auto", choices=["auto", "none"],
+                        help="auto: on shapes-t2i, also score previews with the judge's latent twin "
+                             "(`shapes-judge-latent`, reads x0 latents, no decode)")
     parser.add_argument("--num_prompts", type=int, default=None, help="held-out prompts, half calibrate (64)")
     parser.add_argument("--num_candidates", type=int, default=None, help="seeds recorded per prompt (16)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (20)")
@@ -118,6 +122,9 @@ def parse_args(input_args=None):
     parser.add_argument("--save_schedule", default=None,
                         help="calibrate the noise-aware judge's schedule on the calibration half "
                              "(`calibrate_schedule`, sigma units) and write it to this folder's schedule.json")
+    parser.add_argument("--save_schedule_kind", default=None,
+                        help="whose previews --save_schedule calibrates for (base, noise-aware, latent-twin; "
+                             "default: noise-aware when recorded, else base)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--plot", default=None, help="PNG of reward vs budget and tau vs step (default: "
@@ -197,9 +204,13 @@ def load_models(args, workdir):
         elif args.preview_reward == NOISE_AWARE or args.noise_aware_path:
             raise FileNotFoundError(f"no noise-aware judge at {source}; train one with "
                                     f"training/train_noise_aware_reward.py or use --preview_reward none.")
+    if args.latent_preview == "auto" and model == "shapes-t2i" and not args.judge_path:
+        naj = {**(naj or {}), LATENT: load_reward("shapes-judge-latent").to(device).eval()}
+    noise_aware = any(kind.startswith(NOISE_AWARE) for kind in naj or {})
     return pipe, judge, naj or {}, {"model": args.model, "judge": args.judge_path or "assets/shapes-judge",
-                                    "noise_aware": source if naj else None,
-                                    "noise_aware_mode": args.noise_aware_mode if naj else None}
+                                    "noise_aware": source if noise_aware else None,
+                                    "noise_aware_mode": args.noise_aware_mode if noise_aware else None,
+                                    "latent_preview": "shapes-judge-latent" if LATENT in (naj or {}) else None}
 
 
 def record(args, sampler, judge, naj, seeds):
@@ -369,9 +380,12 @@ def arm_report(table, schedule, cost, budgets, unit, bon_means, args, timing, se
 
 
 def save_calibrated(args, table, calibration_rows, cost, budgets, models):
-    """`calibrate_schedule` on the calibration half (noise-aware previews when recorded, else base) over the
-    budget grid; written as `schedule.json` into `--save_schedule`."""
-    kind = NOISE_AWARE if NOISE_AWARE in table.scores else BASE
+    """`calibrate_schedule` on the calibration half (`--save_schedule_kind`'s previews; default: noise-aware when
+    recorded, else base) over the budget grid; written as `schedule.json` into `--save_schedule`."""
+    kind = args.save_schedule_kind or (NOISE_AWARE if NOISE_AWARE in table.scores else BASE)
+    if kind not in table.scores:
+        raise ValueError(f"--save_schedule_kind {kind!r} was not recorded; this run's previews: "
+                         f"{sorted(table.scores)}.")
     calibration = view(table, kind).split(calibration_rows)
     schedule, report = calibrate_schedule(calibration, budgets=budgets, cost=cost, iterations=args.grid_iterations,
                                           refine_iterations=args.iterations, seed=args.seed)

@@ -132,22 +132,6 @@ def test_cost_probe_times_latent_preview_rewards_without_a_decode(sd1_pipe, monk
     assert decoded == [] and cost.probe["reward_calls"] == 2 * (1 + 2) and cost.seconds_per_reward_call > 0
 
 
-def test_shipped_latent_judge_is_small_and_scores_shapes_latents():
-    from noisekit.shapes.assets import asset_path
-
-    folder = asset_path("shapes-judge-latent")
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    assert size < 1_000_000
-    record = json.loads((folder / "TRAINING.json").read_text())
-    assert record["student"] == "latent" and record["command"].startswith("python training/")
-    stages = json.loads((folder / "stages" / "stages.json").read_text())
-    assert [s["step"] for s in stages] == record["published_stages"]
-    latents = torch.randn(2, 4, 16, 16)
-    for mode in ("sigma", "stages"):
-        scores = load_reward("shapes-judge-latent", mode=mode)(latents, PROMPT, sigma=[stages[0]["sigma"], 0.0])
-        assert scores.shape == (2,) and torch.isfinite(scores).all()
-
-
 def test_search_cli_prunes_with_the_latent_judge_and_replays(tmp_path, monkeypatch, capsys):
     import diffusers
 

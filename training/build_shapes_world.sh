@@ -30,6 +30,9 @@ fi
 NAJ="--output_dir $RUNS/naj --num_prompts 384 --num_validation_prompts 64 --num_seeds 8 --steps_per_stage 100"
 [ -d "$RUNS/naj/noise-aware" ] || $PY training/train_noise_aware_reward.py $NAJ --publish_stages 2,4,6,11 --publish_dtype float16
 [ -d assets/shapes-judge-noise-aware ] || cp -r "$RUNS/naj/noise-aware" assets/shapes-judge-noise-aware
+# The judge's latent twin: its features from x0 latents (rendered scenes, then shapes-t2i's trajectories).
+[ -d assets/shapes-judge-latent ] || $PY training/train_latent_twin.py --model shapes-t2i --output_dir "$RUNS/twin" \
+  --output_folder assets/shapes-judge-latent --max_train_steps 3000
 # NoiseQuery library of 10,000 seeds of shapes-t2i (posteriors of the empty prompt; the shapes CLIP for text).
 [ -d assets/shapes-library ] || \
   .venv/bin/noisekit library build --num_seeds 10000 --output assets/shapes-library --batch_size 64 --resume --quiet

@@ -10,6 +10,9 @@
 | `imagereward` | BLIP + MLP (transformers) | `THUDM/ImageReward` `ImageReward.pt` | normalised, ~N(0, 1) |
 | `shapes-judge` | `ShapesJudge` | `assets/shapes-judge` | probability, [0, 1] |
 | `shapes-clip` | small open_clip | `assets/shapes-clip` | cosine |
+| `shapes-judge-noise-aware` | `ShapesJudge`, sigma adapter | `assets/shapes-judge-noise-aware` | probability |
+| `shapes-judge-latent` | `LatentTwin`, the judge's heads | `assets/shapes-judge-latent` | probability (x0 latents) |
+| `noise-aware`, `noise-aware-latent` | distilled from any registry reward | a folder (`path=`) | the teacher's |
 
 Every reward is called as `reward(images, prompts) -> (B,)` (see `noisekit.rewards.base`).
 """

@@ -12,8 +12,9 @@ initialised at random (seeded) and then trained first on the *final* latents at 
 teacher's reward of their decoded images (a warm-up stage that stands in for the copy), before the noisy stages.
 
 A trained folder holds the sigma model (`config.json`, `diffusion_pytorch_model.safetensors`) and `stages/` with
-one per-stage checkpoint per folder plus `stages.json`. Registry names: `noise-aware-latent` (`path=` required)
-and `shapes-judge-latent` (`assets/shapes-judge-latent`, for the shapes world's 4 x 16 x 16 latents).
+one per-stage checkpoint per folder plus `stages.json`. Registry name: `noise-aware-latent` (`path=` required).
+For the shapes judge, whose prompt handling is a parser, `latent_twin.py` learns its image features instead:
+the registry's `shapes-judge-latent`.
 """
 
 import json
@@ -242,9 +243,3 @@ def load_latent_reward(path=None, mode="sigma", batch_size=64):
     models = [load_latent_model(os.path.join(path, "stages", s["folder"])) for s in stages]
     return LatentReward(models, [s["sigma"] for s in stages], batch_size)
 
-
-def load_shapes_judge_latent(path=None, mode="sigma", batch_size=64):
-    """The shapes judge distilled onto `shapes-t2i`'s x0 latents: `assets/shapes-judge-latent`, or `path`."""
-    from ..shapes.assets import assets_dir
-
-    return load_latent_reward(path or str(assets_dir() / "shapes-judge-latent"), mode, batch_size)

@@ -18,7 +18,7 @@ _REWARDS = {
     "noise-aware": ("noisekit.rewards.noise_aware:load_noise_aware_reward", {}),
     "shapes-judge-noise-aware": ("noisekit.rewards.noise_aware:load_shapes_judge_noise_aware", {}),
     "noise-aware-latent": ("noisekit.rewards.latent:load_latent_reward", {}),
-    "shapes-judge-latent": ("noisekit.rewards.latent:load_shapes_judge_latent", {}),
+    "shapes-judge-latent": ("noisekit.rewards.latent_twin:load_shapes_judge_latent", {}),
 }
 
 

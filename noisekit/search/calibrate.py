@@ -24,6 +24,7 @@ import torch
 
 from .budget import CostModel, PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
 from ..core.candidates import from_seeds
+from .previews import score_previews
 from .strategies import Flight, _score, as_reward_dict, preview_view, rank_sum, step_sigmas, top_positions
 
 
@@ -86,7 +87,9 @@ def record_table(sampler, rewards, seeds, preview_rewards=None, micro_batch_size
         flight = Flight(sampler, from_seeds(sampler.shape, seeds, p), micro_batch_size)
         for s in range(T - 1):
             x0 = flight.advance(s + 1, preview_step=s)
-            for n, v in _score(preview_rewards, flight.images(x0), prompt, sigma=sigmas[s]).items():
+            # latent preview rewards read x0 itself; the decode runs only for those that read images
+            previews, _ = score_previews(preview_rewards, x0, prompt, sigma=sigmas[s], decode=flight.images)
+            for n, v in previews.items():
                 scores[n][p, :, s] = v
         flight.advance(T)
         for n, v in _score(rewards, flight.images(), prompt).items():

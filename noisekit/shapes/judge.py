@@ -48,10 +48,17 @@ class ShapesJudge(ModelMixin, ConfigMixin):
         self.hidden = nn.Linear(channels[-1] * 16, 256)
         self.heads = nn.ModuleDict({name: nn.Linear(256, size) for name, size in HEADS.items()})
 
+    def features(self, pixels):
+        """pixels `(B, 3, 64, 64)` in [-1, 1] -> the features every head reads, `(B, 256)`."""
+        return nn.functional.silu(self.hidden(self.trunk(pixels)))
+
+    def head_logits(self, features):
+        """`(B, 256)` features -> `{head: logits (B, size)}`."""
+        return {name: head(features) for name, head in self.heads.items()}
+
     def forward(self, pixels):
         """pixels `(B, 3, 64, 64)` in [-1, 1] -> `{head: logits (B, size)}`."""
-        features = nn.functional.silu(self.hidden(self.trunk(pixels)))
-        return {name: head(features) for name, head in self.heads.items()}
+        return self.head_logits(self.features(pixels))
 
 
 def stated_probabilities(logits, parsed, row):
@@ -75,11 +82,21 @@ def stated_probabilities(logits, parsed, row):
     return torch.stack(probabilities)
 
 
-def judge_reward(judge, pixels, prompts):
-    """Mean probability of the prompt's stated attributes, `(B,)` in [0, 1]; pixels `(B, 3, 64, 64)` in [-1, 1]."""
+def parse_prompts(prompts):
+    """`parse_caption` of each prompt; a prompt outside the shapes world's grammar raises."""
     parsed = [parse_caption(p) for p in prompts]
     for prompt, p in zip(prompts, parsed):
         if p is None:
             raise ValueError(f"the shapes judge reads prompts of the shapes world's grammar only, got {prompt!r}.")
-    logits = judge(pixels)
-    return torch.stack([stated_probabilities(logits, p, row).mean() for row, p in enumerate(parsed)])
+    return parsed
+
+
+def reward_of_logits(logits, prompts):
+    """Mean probability of each prompt's stated attributes under `{head: logits (B, size)}`, `(B,)` in [0, 1]."""
+    return torch.stack([stated_probabilities(logits, p, row).mean() for row, p in enumerate(parse_prompts(prompts))])
+
+
+def judge_reward(judge, pixels, prompts):
+    """Mean probability of the prompt's stated attributes, `(B,)` in [0, 1]; pixels `(B, 3, 64, 64)` in [-1, 1]."""
+    parse_prompts(prompts)  # before any compute: a prompt outside the grammar is the caller's error
+    return reward_of_logits(judge(pixels), prompts)
