@@ -90,9 +90,10 @@ def parse_args(input_args=None):
     parser.add_argument("--noise_aware_mode", default="both", choices=["sigma", "stages", "both"],
                         help="the sigma-conditioned model (preview reward `noise-aware`), the per-stage checkpoints "
                              "(`noise-aware-stages`), or both in one recording")
-    parser.add_argument("--latent_preview", default="auto", choices=["auto", "none"],
+    parser.add_argument("--latent_preview", default="auto",
                         help="auto: on shapes-t2i, also score previews with the judge's latent twin "
-                             "(`shapes-judge-latent`, reads x0 latents, no decode)")
+                             "(`shapes-judge-latent`, reads x0 latents, no decode); none; or a twin folder "
+                             "(training/train_latent_twin.py) for another model")
     parser.add_argument("--num_prompts", type=int, default=None, help="held-out prompts, half calibrate (64)")
     parser.add_argument("--num_candidates", type=int, default=None, help="seeds recorded per prompt (16)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (20)")
@@ -204,13 +205,20 @@ def load_models(args, workdir):
         elif args.preview_reward == NOISE_AWARE or args.noise_aware_path:
             raise FileNotFoundError(f"no noise-aware judge at {source}; train one with "
                                     f"training/train_noise_aware_reward.py or use --preview_reward none.")
-    if args.latent_preview == "auto" and model == "shapes-t2i" and not args.judge_path:
-        naj = {**(naj or {}), LATENT: load_reward("shapes-judge-latent").to(device).eval()}
+    twin = None
+    if args.latent_preview == "auto" and os.path.basename(os.path.normpath(model)) == "shapes-t2i" \
+            and not args.judge_path:  # the shipped twin was trained on shapes-t2i's trajectories
+        twin = load_reward("shapes-judge-latent")
+    elif args.latent_preview not in ("auto", "none"):
+        twin = load_reward("shapes-judge-latent", path=args.latent_preview, teacher_path=args.judge_path)
+    if twin is not None:
+        naj = {**(naj or {}), LATENT: twin.to(device).eval()}
     noise_aware = any(kind.startswith(NOISE_AWARE) for kind in naj or {})
     return pipe, judge, naj or {}, {"model": args.model, "judge": args.judge_path or "assets/shapes-judge",
                                     "noise_aware": source if noise_aware else None,
                                     "noise_aware_mode": args.noise_aware_mode if noise_aware else None,
-                                    "latent_preview": "shapes-judge-latent" if LATENT in (naj or {}) else None}
+                                    "latent_preview": (args.latent_preview if args.latent_preview != "auto"
+                                                       else "shapes-judge-latent") if twin is not None else None}
 
 
 def record(args, sampler, judge, naj, seeds):
@@ -379,9 +387,9 @@ def arm_report(table, schedule, cost, budgets, unit, bon_means, args, timing, se
     return rewards, report
 
 
-def save_calibrated(args, table, calibration_rows, cost, budgets, models):
+def save_calibrated(args, table, calibration_rows, cost, budgets, models, write=True):
     """`calibrate_schedule` on the calibration half (`--save_schedule_kind`'s previews; default: noise-aware when
-    recorded, else base) over the budget grid; written as `schedule.json` into `--save_schedule`."""
+    recorded, else base) over the budget grid; written as `schedule.json` into `--save_schedule` when `write`."""
     kind = args.save_schedule_kind or (NOISE_AWARE if NOISE_AWARE in table.scores else BASE)
     if kind not in table.scores:
         raise ValueError(f"--save_schedule_kind {kind!r} was not recorded; this run's previews: "
@@ -395,8 +403,8 @@ def save_calibrated(args, table, calibration_rows, cost, budgets, models):
               "objective": report["objective"], "default_objective": report.get("default_objective"),
               "best_of_n_objective": report["best_of_n_objective"],
               "sigmas": [s if math.isfinite(s) else None for s in table.sigmas]}
-    path = save_schedule(args.save_schedule, schedule, calibration=record)
-    log(args, f"calibrated schedule {report['schedule_steps']} written to {path}")
+    path = save_schedule(args.save_schedule, schedule, calibration=record) if write else None
+    log(args, f"calibrated schedule {report['schedule_steps']}" + (f" written to {path}" if write else ""))
     return {"path": path, "schedule": schedule.to_dict(), **record}
 
 
@@ -531,9 +539,11 @@ def print_report(result):
 
 
 def targets(arms):
-    """The search targets on the noise-aware arms (or, without one, the base arms: measured, not the target)."""
-    names = [n for n in arms if n.startswith(f"ttsnap/{NOISE_AWARE}")] or [n for n in arms if n != "best_of_n"]
-    out = {"reward": "noise-aware" if names[0].startswith(f"ttsnap/{NOISE_AWARE}") else
+    """The search targets on the noise-aware and latent arms (or, without one, the base arms: measured, not the
+    target)."""
+    judged = (f"ttsnap/{NOISE_AWARE}", f"ttsnap/{LATENT}")
+    names = [n for n in arms if n.startswith(judged)] or [n for n in arms if n != "best_of_n"]
+    out = {"reward": "noise-aware or latent" if names[0].startswith(judged) else
            "base only (no noise-aware judge: the targets are for the noise-aware reward)"}
     for name in names:
         arm = arms[name]
@@ -644,7 +654,11 @@ def seed_set(args, pipe, judge, naj, prompts, table, costs, rows, models, save):
         arms[f"ttsnap/{kind}/default"] = (kind, default)
         arms[f"ttsnap/{kind}/tuned"] = (kind, tuned)
 
-    shipped = save_calibrated(args, table, calibration_rows, cost, budgets, models) if save else None
+    shipped = None
+    if args.save_schedule:  # every set calibrates and reports the schedule; the first set's is written
+        shipped = save_calibrated(args, table, calibration_rows, cost, budgets, models, write=save)
+        arms[f"ttsnap/{shipped['preview_reward']}/calibrated"] = (shipped["preview_reward"],
+                                                                   PruningSchedule(**shipped["schedule_steps"]))
     offline = {"seeds": [seeds[0], seeds[-1]], "budgets": budgets, "candidate_cost": unit, "arms": {},
                "grid_search": grids, "shipped": shipped, "kendall_tau": {kind: taus(table.split(heldout_rows), kind) for kind in kinds},
                "kendall_tau_all_prompts": {kind: taus(table, kind) for kind in kinds}, "sigmas": table.sigmas}

@@ -112,6 +112,7 @@ def equal_seconds(args, pipe, judge, naj, prompts, arms, budget_seconds=None, de
                              "seconds_per_prompt": mean(runs, "seconds"),
                              **{f"{part}_seconds_per_prompt": mean(runs, f"{part}_seconds") for part in PARTS},
                              "over_seconds": sum(r["seconds"] > budget_seconds for r in runs) / len(runs),
+                             "slowest_seconds": round(max(r["seconds"] for r in runs), 4),
                              "runs": runs}
     return out
 

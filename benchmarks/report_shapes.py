@@ -24,9 +24,9 @@ DESCRIPTIONS = {
     "shapes-judge-noise-aware": "shapes-judge distilled onto x0 previews of shapes-t2i (TTSnap self-distillation, "
                                 "curriculum 14 -> 0): a sigma-conditioned model plus per-stage checkpoints; weights "
                                 "in float16",
-    "shapes-judge-latent": "shapes-judge distilled onto x0 latents of shapes-t2i (no VAE decode; a 75k-parameter "
-                           "CNN): ranks held-out seeds at chance (per-prompt Kendall tau -0.07 to +0.07), not for "
-                           "pruning yet; float16",
+    "shapes-judge-latent": "shapes-judge's latent twin (LatentTwin): a 1.1M-parameter CNN predicts the judge's "
+                           "features from x0 latents of shapes-t2i and the judge's heads score them (no VAE decode); "
+                           "trained on rendered scenes and on trajectories (self-distillation); float16",
     "shapes-npnet": "NoisePromptNet with the small residual branch (16 x 16 latents, 32 x 64 prompt embeddings), "
                     "trained on an NPD collected from shapes-t2i with the shapes judge as the filter",
 }
@@ -125,7 +125,8 @@ def main():
                         ("shapes-flow", "shapes-flow")):
         lines += quality_rows(name, label)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines += ["", f"Measured at commit {commit} on this repository's CPU machine (2 cores)."]
+    lines += ["", f"Page generated at commit {commit}; the quality rows are read from "
+                  f"`benchmarks/results/quality_*.json`, measured on this repository's CPU machine (2 cores)."]
     with open(os.path.join(ASSETS, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

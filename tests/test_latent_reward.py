@@ -146,7 +146,7 @@ def test_search_cli_prunes_with_the_latent_judge_and_replays(tmp_path, monkeypat
     monkeypatch.setattr(diffusers.AutoencoderKL, "decode", decode)
     out = tmp_path / "search"
     assert main(["search", "a red circle on a black background", "--strategy", "ttsnap", "--preview_reward",
-                 "shapes-judge-latent", "--num_candidates", "10", "--output_dir", str(out),
+                 "shapes-judge-latent", "--schedule_name", "paper", "--num_candidates", "10", "--output_dir", str(out),
                  "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
     summary = results["prompts"][0]

@@ -124,3 +124,16 @@ def test_shipped_twin_reads_rendered_scenes_as_the_judge_does():
     judge_own = judge_reward(judge.judge, pixels, own)
     assert (twin_own > twin_missed).float().mean() >= 0.9
     assert (twin_own - judge_own).abs().mean() < 0.1
+
+
+def test_shipped_twin_has_its_calibrated_schedule_in_sigma_units():
+    from noisekit.search.calibrate import named_schedule, schedule_for_reward
+    from noisekit.shapes.assets import asset_path
+
+    schedule = schedule_for_reward("shapes-judge-latent")
+    record = json.loads((asset_path("shapes-judge-latent") / "schedule.json").read_text())["calibration"]
+    assert schedule.unit == "sigma" and record["preview_reward"] == "latent-twin"
+    sigmas = [float("inf") if s is None else s for s in record["sigmas"]]  # JSON holds the terminal inf as null
+    assert schedule.steps(20, sigmas) == tuple(record["schedule_steps"]["points"])
+    paper = named_schedule("paper")
+    assert paper.points == (2, 6, 11) and schedule.points != paper.points
