@@ -63,6 +63,18 @@ def any_pipe(request):
     return request.getfixturevalue(f"{request.param}_pipe")
 
 
+def training_script(name):
+    """`training/NAME.py` loaded as a module (the training scripts are no package); loading it also puts
+    `training/` on the import path, as running it does."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "training", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def with_scheduler(pipe, scheduler_class, **overrides):
     """The same components with another scheduler (the fixture itself is left untouched)."""
     scheduler = scheduler_class.from_config(pipe.scheduler.config, **overrides)

@@ -1,25 +1,16 @@
 """Latent noise-aware rewards: the model and reward, its training (`--student latent`), and TTSnap pruning that hands
 x0 latents to it without decoding them."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 import torch
+from conftest import training_script
 
 from noisekit.rewards import list_rewards, load_reward
 from noisekit.rewards.latent import LatentReward, LatentRewardModel, hashed_ids, load_latent_model
 
 PROMPT = "a large red circle in the top left on a black background"
-
-
-def training_script():
-    path = os.path.join(os.path.dirname(__file__), "..", "training", "train_noise_aware_reward.py")
-    spec = importlib.util.spec_from_file_location("train_noise_aware_reward", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def test_latent_reward_round_trip_stage_choice_and_errors(tmp_path):
@@ -46,7 +37,7 @@ def test_latent_reward_round_trip_stage_choice_and_errors(tmp_path):
 
 
 def test_latent_training_smoke_and_resume(tmp_path, model_dir, judge_dir, capsys):
-    script = training_script()
+    script = training_script("train_noise_aware_reward")
     argv = ["--student", "latent", "--pretrained_model_name_or_path", model_dir, "--teacher_kwargs",
             json.dumps({"path": judge_dir}), "--output_dir", str(tmp_path), "--num_prompts", "3",
             "--num_validation_prompts", "2", "--num_seeds", "2", "--num_inference_steps", "3", "--steps_per_stage", "2",
@@ -162,7 +153,7 @@ def test_search_cli_prunes_with_the_latent_judge_and_replays(tmp_path, monkeypat
 
 
 def test_latent_warmup_scenes_spread_labels_and_exclude_heldout_captions():
-    training_script()  # puts training/ on the import path
+    training_script("train_noise_aware_reward")  # puts training/ on the import path
     from diffusers import AutoencoderKL
     from warmup_scenes import CAPTION_KINDS, make_warmup_data, teacher_labels
 
@@ -192,7 +183,7 @@ def test_latent_warmup_scenes_spread_labels_and_exclude_heldout_captions():
 
 
 def test_latent_training_with_warmup_scenes_and_an_image_comparison(tmp_path, model_dir, judge_dir):
-    script = training_script()
+    script = training_script("train_noise_aware_reward")
     argv = ["--student", "latent", "--pretrained_model_name_or_path", model_dir, "--teacher_kwargs",
             json.dumps({"path": judge_dir}), "--output_dir", str(tmp_path), "--num_prompts", "3",
             "--num_validation_prompts", "2", "--num_seeds", "2", "--num_inference_steps", "3", "--steps_per_stage", "1",

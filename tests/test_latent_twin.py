@@ -1,26 +1,17 @@
 """The shapes judge's latent twin: the model and reward, its training script, and the shipped twin on real latents."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import training_script
 
 from noisekit.rewards import load_reward
 from noisekit.rewards.latent_twin import LatentTwin, LatentTwinReward, twin_loss
 from noisekit.shapes.judge import ShapesJudge, judge_reward, reward_of_logits
 
 PROMPT = "a large red circle in the top left on a black background"
-
-
-def training_script():
-    path = os.path.join(os.path.dirname(__file__), "..", "training", "train_latent_twin.py")
-    spec = importlib.util.spec_from_file_location("train_latent_twin", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def test_judge_reward_is_its_heads_on_its_features():
@@ -78,7 +69,7 @@ def test_twin_loss_reaches_the_teachers_own_features():
 
 
 def test_training_script_builds_resumes_and_publishes(tmp_path):
-    script = training_script()
+    script = training_script("train_latent_twin")
     out = tmp_path / "run"
     common = ["--output_dir", str(out), "--num_scenes", "40", "--num_prompts", "3", "--num_validation_prompts", "2",
               "--num_seeds", "2", "--num_inference_steps", "4", "--train_batch_size", "8", "--width", "8",
@@ -115,7 +106,7 @@ def test_shipped_twin_reads_rendered_scenes_as_the_judge_does():
     with torch.no_grad():
         latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
     twin, judge = load_reward("shapes-judge-latent"), load_reward("shapes-judge")
-    training_script()  # puts training/ on the import path
+    training_script("train_latent_twin")  # puts training/ on the import path
     from warmup_scenes import near_miss_caption
 
     rng = np.random.default_rng(0)

@@ -35,9 +35,8 @@ from noisekit.core.sampler import Sampler  # noqa: E402
 from noisekit.rewards.latent_twin import LatentTwin, LatentTwinReward, twin_loss  # noqa: E402
 from noisekit.search.calibrate import kendall_tau  # noqa: E402
 from noisekit.search.scoring import step_sigmas  # noqa: E402
-from noisekit.shapes.dataset import heldout_captions, render_scenes  # noqa: E402
+from noisekit.shapes.dataset import heldout_captions, render_scenes, training_captions  # noqa: E402
 from noisekit.shapes.judge import HEADS, ShapesJudge, reward_of_logits  # noqa: E402
-from noisekit.shapes.scenes import sample_scene  # noqa: E402
 from noisekit.sources import load_pipeline  # noqa: E402
 
 TRAJECTORY_SEED = 31_000_000  # first noise seed of the trajectories, far from the benchmarks' seeds
@@ -75,13 +74,8 @@ def parse_args(input_args=None):
 
 def training_prompts(args):
     """`(train, validation)`: distinct captions of dataset `--data_seed`, none of them held out."""
-    excluded, prompts, index = heldout_captions(), [], 0
     needed = args.num_prompts + args.num_validation_prompts
-    while len(prompts) < needed and index < 100 * needed:
-        caption = sample_scene(args.data_seed, index).caption
-        index += 1
-        if caption and caption not in excluded and caption not in prompts:
-            prompts.append(caption)
+    prompts = training_captions(args.data_seed, needed)
     if len(prompts) < needed:
         raise ValueError(f"need {needed} distinct captions, found {len(prompts)}.")
     return prompts[: args.num_prompts], prompts[args.num_prompts :]

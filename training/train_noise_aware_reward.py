@@ -158,16 +158,9 @@ def read_prompts(args):
         with open(args.prompt_file, encoding="utf-8") as f:
             prompts = list(dict.fromkeys(line.strip() for line in f if line.strip()))
     else:
-        from noisekit.shapes.dataset import heldout_captions
-        from noisekit.shapes.scenes import sample_scene
+        from noisekit.shapes.dataset import training_captions
 
-        excluded, prompts, index = heldout_captions(), [], 0
-        needed = args.num_prompts + args.num_validation_prompts
-        while len(prompts) < needed and index < 100 * needed:
-            caption = sample_scene(args.data_seed, index).caption
-            index += 1
-            if caption and caption not in excluded and caption not in prompts:
-                prompts.append(caption)
+        prompts = training_captions(args.data_seed, args.num_prompts + args.num_validation_prompts)
     count = args.num_prompts + args.num_validation_prompts
     if len(prompts) < count:
         raise ValueError(f"need {count} distinct prompts, found {len(prompts)}.")

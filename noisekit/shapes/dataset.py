@@ -26,6 +26,19 @@ def heldout_captions(count=200):
     return {scene.caption for scene in heldout_scenes(count)}
 
 
+def training_captions(seed, count):
+    """The first `count` distinct non-empty captions of dataset `seed`, none of them held out (the prompts of the
+    noise-aware rewards' trajectories); fewer only when the dataset runs dry within 100 x `count` scenes."""
+    excluded, captions, seen, index = heldout_captions(), [], set(), 0
+    while len(captions) < count and index < 100 * count:
+        caption = sample_scene(seed, index).caption
+        index += 1
+        if caption and caption not in excluded and caption not in seen:
+            seen.add(caption)
+            captions.append(caption)
+    return captions
+
+
 def render_scenes(seed, count, start=0, exclude=frozenset()):
     """Render scenes `start`, `start + 1`, ... of dataset `seed`, skipping captions in `exclude`.
 
