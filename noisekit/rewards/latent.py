@@ -50,6 +50,21 @@ def hashed_ids(prompts, buckets):
     return torch.tensor(ids), torch.tensor(offsets)
 
 
+def sigma_features(sigma, frequencies):
+    """Sinusoidal features of log(1 + sigma) `(B, 2 * len(frequencies))`; inf reads as the noisiest level."""
+    angles = torch.log1p(finite_sigma(sigma.float()))[:, None] * frequencies
+    return torch.cat([angles.sin(), angles.cos()], -1)
+
+
+def check_latent_shape(latents, shape):
+    """The batch size of `latents`, which must be `(B, *shape)` x0 latents; anything else raises, naming both."""
+    if not torch.is_tensor(latents) or latents.ndim != 4 or tuple(latents.shape[1:]) != tuple(shape):
+        got = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
+        raise ValueError(f"`latents` must be x0 latents of shape (B, {', '.join(map(str, shape))}) "
+                         f"(this reward reads latents, not images), got {got}.")
+    return latents.shape[0]
+
+
 class FiLM(nn.Module):
     """`(B, D)` condition -> `h * (1 + scale) + shift` over the channels of `h` `(B, C, ...)`, zero at init."""
 
@@ -133,14 +148,14 @@ class LatentRewardModel(ModelMixin, ConfigMixin):
     def forward(self, latents, prompts, sigma):
         """latents `(B, C, h, w)`, `B` prompts, sigma `(B,)` -> predicted final reward `(B,)`."""
         latents = latents.to(self.dtype)
-        sigma_features = None
+        condition = None
         if self.sigma_embed is not None:
-            angles = torch.log1p(finite_sigma(sigma.to(latents.device).float()))[:, None] * self.sigma_frequencies
-            sigma_features = self.sigma_embed(torch.cat([angles.sin(), angles.cos()], -1).to(latents.dtype))
+            condition = self.sigma_embed(sigma_features(sigma.to(latents.device), self.sigma_frequencies)
+                                         .to(latents.dtype))
         text = self.encode_prompts(list(prompts)).to(latents.dtype)
-        hidden = self.block_in(self.conv_in(latents), sigma_features)
+        hidden = self.block_in(self.conv_in(latents), condition)
         hidden = self.down(nn.functional.silu(hidden)) + self.position
-        hidden = self.block_out(self.text_film(hidden, text), sigma_features)
+        hidden = self.block_out(self.text_film(hidden, text), condition)
         hidden = nn.functional.silu(self.norm_out(hidden)).flatten(2)  # (B, D, h/2 * w/2)
         # the prompt asks where to look (a position phrase, a colour): attention pooling over the grid
         weights = torch.einsum("bd,bdn->bn", self.query(text), hidden) / math.sqrt(hidden.shape[1])
@@ -188,11 +203,7 @@ class LatentReward(nn.Module):
         return next(self.parameters()).device
 
     def check_latents(self, latents):
-        if not torch.is_tensor(latents) or latents.ndim != 4 or tuple(latents.shape[1:]) != self.latent_shape:
-            got = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-            raise ValueError(f"`latents` must be x0 latents of shape (B, {', '.join(map(str, self.latent_shape))}) "
-                             f"(this reward reads latents, not images), got {got}.")
-        return latents.shape[0]
+        return check_latent_shape(latents, self.latent_shape)
 
     def score(self, latents, prompts, sigma):
         if self.stage_sigmas is None:
@@ -242,4 +253,3 @@ def load_latent_reward(path=None, mode="sigma", batch_size=64):
         stages = json.load(f)
     models = [load_latent_model(os.path.join(path, "stages", s["folder"])) for s in stages]
     return LatentReward(models, [s["sigma"] for s in stages], batch_size)
-

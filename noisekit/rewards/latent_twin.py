@@ -21,14 +21,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .base import check_prompts, check_sigma
-from .latent import FiLM
-from .noise_aware import finite_sigma
-
-
-def sigma_features(sigma, frequencies):
-    """Sinusoidal features of log(1 + sigma) `(B, 2 * len(frequencies))`; inf reads as the noisiest level."""
-    angles = torch.log1p(finite_sigma(sigma.float()))[:, None] * frequencies
-    return torch.cat([angles.sin(), angles.cos()], -1)
+from .latent import FiLM, check_latent_shape, sigma_features
 
 
 class TwinBlock(nn.Module):
@@ -128,20 +121,16 @@ class LatentTwinReward(nn.Module):
     def forward(self, latents, prompts=None, sigma=None):
         from ..shapes.judge import parse_prompts, reward_of_logits
 
-        if not torch.is_tensor(latents) or latents.ndim != 4 or tuple(latents.shape[1:]) != self.latent_shape:
-            got = tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__
-            raise ValueError(f"`latents` must be x0 latents of shape (B, {', '.join(map(str, self.latent_shape))}) "
-                             f"(this reward reads latents, not images), got {got}.")
-        count = latents.shape[0]
+        count = check_latent_shape(latents, self.latent_shape)
         prompts = check_prompts(prompts, count)
-        parse_prompts(prompts)
+        parsed = parse_prompts(prompts)  # once, before any compute
         sigma = check_sigma(sigma, count)
         scores = [torch.zeros(0)]
         for start in range(0, count, self.batch_size):
             stop = min(start + self.batch_size, count)
             features = self.twin(latents[start:stop].to(self.device, torch.float32), sigma[start:stop].to(self.device))
             logits = self.judge.head_logits(features.float())
-            scores.append(reward_of_logits(logits, prompts[start:stop]).float().cpu())
+            scores.append(reward_of_logits(logits, prompts[start:stop], parsed=parsed[start:stop]).float().cpu())
         return torch.cat(scores)
 
 
@@ -165,4 +154,4 @@ def load_shapes_judge_latent(path=None, teacher_path=None, batch_size=256):
     return LatentTwinReward(twin, judge, batch_size)
 
 
-__all__ = ["LatentTwin", "LatentTwinReward", "load_shapes_judge_latent", "sigma_features", "twin_loss"]
+__all__ = ["LatentTwin", "LatentTwinReward", "load_shapes_judge_latent", "twin_loss"]

@@ -91,12 +91,14 @@ def parse_prompts(prompts):
     return parsed
 
 
-def reward_of_logits(logits, prompts):
-    """Mean probability of each prompt's stated attributes under `{head: logits (B, size)}`, `(B,)` in [0, 1]."""
-    return torch.stack([stated_probabilities(logits, p, row).mean() for row, p in enumerate(parse_prompts(prompts))])
+def reward_of_logits(logits, prompts, *, parsed=None):
+    """Mean probability of each prompt's stated attributes under `{head: logits (B, size)}`, `(B,)` in [0, 1];
+    `parsed` (the prompts' `parse_prompts`, when the caller has it already) spares parsing them again."""
+    parsed = parse_prompts(prompts) if parsed is None else parsed
+    return torch.stack([stated_probabilities(logits, p, row).mean() for row, p in enumerate(parsed)])
 
 
 def judge_reward(judge, pixels, prompts):
     """Mean probability of the prompt's stated attributes, `(B,)` in [0, 1]; pixels `(B, 3, 64, 64)` in [-1, 1]."""
-    parse_prompts(prompts)  # before any compute: a prompt outside the grammar is the caller's error
-    return reward_of_logits(judge(pixels), prompts)
+    parsed = parse_prompts(prompts)  # before any compute: a prompt outside the grammar is the caller's error
+    return reward_of_logits(judge(pixels), prompts, parsed=parsed)
