@@ -82,6 +82,9 @@ def test_training_script_builds_resumes_and_publishes(tmp_path):
     assert record["steps"] == 4 and set(record["validation_kendall_tau"]) == {"step-0", "step-1", "step-2"}
     reward = load_reward("shapes-judge-latent", path=str(out / "twin"))
     assert reward(torch.randn(2, 4, 16, 16), PROMPT, sigma=0.0).shape == (2,)
+    other = [("3" if a == "40" else a) for a in common]  # --num_scenes 3: the stored scenes are not this run's
+    with pytest.raises(ValueError, match="scenes.safetensors was made with other settings"):
+        script.main(script.parse_args([*other, "--max_train_steps", "6"]))
     with pytest.raises(ValueError, match="--train_batch_size must be an even number"):
         script.parse_args(["--output_dir", str(out), "--train_batch_size", "7"])
 

@@ -143,16 +143,21 @@ def make_trajectories(pipe, judge, prompts, args, seed_offset, with_previews=Fal
     return stack(chunks), sigmas
 
 
-def dataset(path, make, accelerator):
-    """`make()`'s tensors, made once on the main process and stored at `path`."""
+def dataset(path, make, settings, accelerator):
+    """`make()`'s tensors and metadata, made once on the main process and stored at `path` with `settings` (what
+    the data depends on); a stored file made with other settings raises instead of being read as this run's."""
     if accelerator.is_main_process and not os.path.exists(path):
         tensors, metadata = make()
-        save_atomic(path, tensors, metadata)
+        save_atomic(path, tensors, {**metadata, **settings})
     accelerator.wait_for_everyone()
     from safetensors import safe_open
 
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
+    differ = {k: (metadata.get(k), v) for k, v in settings.items() if metadata.get(k) != v}
+    if differ:
+        raise ValueError(f"{path} was made with other settings (stored, this run): {differ}; use another "
+                         f"--output_dir or delete the file.")
     return load_file(path), metadata
 
 
@@ -168,8 +173,10 @@ def training_batch(scenes, trajectories, sigmas, args, step, accelerator):
     rows = batch_indices(args.data_seed + 1, step, len(trajectories["latents"]), half, accelerator)
     generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
     columns = torch.randint(len(sigmas) + 1, (len(rows),), generator=generator)
-    all_latents = torch.cat([trajectories["latents"][rows], trajectories["final_latents"][rows][:, None]], 1)
-    latents = torch.cat([scenes["latents"][scene_rows], all_latents[torch.arange(len(rows)), columns]]).float()
+    picked = trajectories["latents"][rows, columns.clamp(max=len(sigmas) - 1)]  # one step per row, not all of them
+    final = columns == len(sigmas)
+    picked[final] = trajectories["final_latents"][rows[final]]
+    latents = torch.cat([scenes["latents"][scene_rows], picked]).float()
     sigma_table = torch.tensor([*sigmas, 0.0])
     sigma = torch.cat([torch.zeros(len(scene_rows)), sigma_table[columns]])
     scene_features, scene_logits = targets_of(scenes, scene_rows)
@@ -206,17 +213,23 @@ def main(args):
     judge = (ShapesJudge.from_pretrained(args.teacher_path).eval() if args.teacher_path else load_shapes_judge())
     train_prompts, val_prompts = training_prompts(args)
     record = {"model": args.model, "data_seed": str(args.data_seed)}
+    teacher = {"teacher": args.teacher_path or "assets/shapes-judge"}
     scenes, _ = dataset(os.path.join(args.output_dir, "scenes.safetensors"),
-                        lambda: (make_scenes(pipe, judge, args), {"num_scenes": str(args.num_scenes)}), accelerator)
+                        lambda: (make_scenes(pipe, judge, args), {}),
+                        {**record, **teacher, "num_scenes": str(args.num_scenes)}, accelerator)
+    sampling = {**record, **teacher, "num_seeds": str(args.num_seeds),
+                "num_inference_steps": str(args.num_inference_steps), "guidance_scale": str(args.guidance_scale)}
 
     def trajectories(prompts, offset, previews):
         tensors, sigmas = make_trajectories(pipe, judge, prompts, args, offset, previews)
-        return tensors, {"sigmas": json.dumps(sigmas), **record}
+        return tensors, {"sigmas": json.dumps(sigmas)}
 
     train, meta = dataset(os.path.join(args.output_dir, "trajectories.safetensors"),
-                          lambda: trajectories(train_prompts, 0, False), accelerator)
+                          lambda: trajectories(train_prompts, 0, False),
+                          {**sampling, "num_prompts": str(args.num_prompts)}, accelerator)
     validation, _ = dataset(os.path.join(args.output_dir, "validation.safetensors"),
-                            lambda: trajectories(val_prompts, 10_000_000, True), accelerator)
+                            lambda: trajectories(val_prompts, 10_000_000, True),
+                            {**sampling, "num_prompts": str(args.num_validation_prompts)}, accelerator)
     sigmas = json.loads(meta["sigmas"])
 
     latent_shape = scenes["latents"].shape[1:]
