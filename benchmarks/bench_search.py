@@ -23,7 +23,9 @@ them calibrates (grid search of pruning schedules), the second half reports. Ste
    per preview reward) at equal realised integer cost (NFE + reward calls, TTSnap's Monte-Carlo protocol over
    random subsets of the pool); Omega (area gain over best-of-N, Simpson); the best-of-N-equivalent N; the share of
    best-of-N's cost (and of its NFE) TTSnap needs to reach best-of-N's reward (exact expected best-of-N, TTSnap's
-   curve over N0 = 1..pool); Kendall tau of each step's preview scores against the final reward (per prompt, mean).
+   curve over N0 = 1..pool); Kendall tau of each step's preview scores against the final reward (per prompt, mean);
+   and the bound on any preview reward: the same shares with perfect previews (each step scored as its final
+   image, schedule tuned on the calibration half).
 4. One online run per arm (`best_of_n` / `search`) on `--online_prompts` held-out prompts at `--online_budget`,
    timed in seconds (denoiser, decode and reward seconds too), with its realised NFE and cost, next to the offline
    replay of the same seeds (same pick?).
@@ -408,6 +410,13 @@ def save_calibrated(args, table, calibration_rows, cost, budgets, models, write=
     return {"path": path, "schedule": schedule.to_dict(), **record}
 
 
+def perfect_previews(table):
+    """A one-reward table whose every step scores the final image: pruning with perfect previews."""
+    final = table.scores[BASE][:, :, -1:]
+    return TrajectoryTable(table.prompts, table.seeds, table.sigmas, table.nfe_per_step,
+                           {REWARD: final.expand_as(table.scores[BASE]).contiguous()})
+
+
 def taus(table, kind):
     scores = table.scores[kind]
     final = scores[:, :, -1]
@@ -513,6 +522,11 @@ def print_report(result):
                                                     f"{t['cost_share']:.2f} ({t['nfe_share']:.2f}, "
                                                     f"{fmt(t.get('seconds_share'), '.2f')} s)"))
         print(f"  {name:26s} " + "  ".join(cells))
+    if "perfect_previews" in off:
+        bound = off["perfect_previews"]
+        print(f"  {'bound: perfect previews':26s} {schedule_text(bound['schedule'])}: " + "  ".join(
+            f"N={m['best_of_n']}: {fmt(m['ttsnap'] and m['ttsnap']['nfe_share'], '.2f', 'n/a')} NFE"
+            for m in bound["match_best_of_n"]))
     print("Kendall tau (per prompt, mean) of step-s preview scores vs final reward, held-out:")
     for kind, values in off["kendall_tau"].items():
         print(f"  {kind:12s} " + " ".join(f"s{s}:{v:+.2f}" for s, v in enumerate(values[:-1])))
@@ -672,6 +686,12 @@ def seed_set(args, pipe, judge, naj, prompts, table, costs, rows, models, save):
             bon_means = rewards
             report.pop("omega", None)
         offline["arms"][name] = report
+    # the bound on any preview reward: each step's preview scored as its final image (tau 1 at every step)
+    perfect = perfect_previews(table)
+    tuned, _ = tune(args, perfect.split(calibration_rows), perfect.split(heldout_rows), cost, budgets, default)
+    _, offline["perfect_previews"] = arm_report(perfect.split(heldout_rows), tuned, cost, budgets, unit, bon_means,
+                                                args, costs.get("record", {}),
+                                                seconds_model(costs, BASE, table, args.micro_batch_size), bon_seconds)
     offline["evaluation_seconds"] = round(time.perf_counter() - evaluation_began, 2)
 
     online_budget = args.online_budget or budgets[-1]

@@ -41,15 +41,16 @@ def machine(device):
 
 
 def arm_costs(full, judge, naj, micro_batch_size):
-    """`{preview kind: TimedCost}`: one seconds-per-NFE for every arm, each kind's own seconds per reward call; the
-    probe's larger batch is the runs' micro-batch."""
+    """`{preview kind: TimedCost}`: one denoiser timing for every arm, each kind's own preview scoring, and the
+    judge's scoring of the final images (the base probe's); the probe's largest batch is the runs' micro-batch."""
     base = measure_cost(full, judge, num_candidates=micro_batch_size)
     costs = {"base": base}
     for kind, reward in naj.items():
         own = measure_cost(full, reward, num_candidates=micro_batch_size)
         costs[kind] = TimedCost(base.seconds_per_nfe, own.seconds_per_reward_call, probe=own.probe,
                                 seconds_per_denoiser_call=base.seconds_per_denoiser_call,
-                                seconds_per_scoring=own.seconds_per_scoring)
+                                seconds_per_scoring=own.seconds_per_scoring, step_seconds=base.step_seconds,
+                                scoring_seconds=own.scoring_seconds, final_scoring_seconds=base.scoring_seconds)
     return costs
 
 

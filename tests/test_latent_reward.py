@@ -138,7 +138,7 @@ def test_search_cli_prunes_with_the_latent_judge_and_replays(tmp_path, monkeypat
     out = tmp_path / "search"
     assert main(["search", "a red circle on a black background", "--strategy", "ttsnap", "--preview_reward",
                  "shapes-judge-latent", "--schedule_name", "paper", "--num_candidates", "10", "--output_dir", str(out),
-                 "--quiet"]) == 0
+                 "--cost_model", "fixed", "--quiet"]) == 0  # no cost probe: every decode counted is the search's
     results = json.loads((out / "results.json").read_text())
     summary = results["prompts"][0]
     assert results["settings"]["preview_rewards"] == "shapes-judge-latent"

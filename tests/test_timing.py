@@ -2,6 +2,7 @@
 of a reward call, and budgets in seconds. Nothing here depends on the machine's speed: the seconds are checked for
 presence, sign and sums, and the conversions with an injected `TimedCost`."""
 
+import dataclasses
 import json
 import math
 import os
@@ -51,17 +52,62 @@ def test_a_search_records_the_seconds_of_each_part(sampler):
 def test_measured_cost_times_denoiser_and_reward_calls(sampler):
     nfe = sampler.nfe
     cost = measure_cost(sampler, brightness, num_candidates=4, repeats=2)
-    assert sampler.nfe - nfe == 3 * (1 + 4) * 2  # warm-up + 2 timed first steps of 1 and of 4 candidates, CFG
-    assert cost.probe["nfe"] == 3 * 5 * 2 and cost.probe["images"] == 3 * 5 and cost.probe["reward_calls"] == 15
+    assert sampler.nfe - nfe == 3 * (1 + 2 + 4) * 2  # warm-up + 2 timed first steps of 1, 2 and 4 candidates, CFG
+    assert cost.probe["nfe"] == 3 * 7 * 2 and cost.probe["images"] == 3 * 7 and cost.probe["reward_calls"] == 21
+    assert cost.probe["sizes"] == [1, 2, 4]
     assert cost.seconds_per_nfe > 0 and cost.seconds_per_reward_call > 0 and cost.name == "measured"
     assert cost.seconds_per_denoiser_call >= 0 and cost.seconds_per_scoring >= 0
-    # the affine model passes through the larger probe (or is proportional to it when the pair was too noisy)
-    step_4 = cost.probe["step_seconds"]["4"]
+    # one step of each size, by its rows (CFG: 2 per candidate); a larger batch never reads as cheaper
+    assert [rows for rows, _ in cost.step_seconds] == [2, 4, 8] and [n for n, _ in cost.scoring_seconds] == [1, 2, 4]
+    for curve in (cost.step_seconds, cost.scoring_seconds):
+        assert all(b[1] >= a[1] for a, b in zip(curve, curve[1:]))
+    assert cost.final_scoring_seconds == ()  # the previews' rewards judge the final images too
+    # a call of a measured size is predicted at its measurement; the affine summary passes through the largest
+    step_4 = cost.step_seconds[-1][1]
+    assert cost.seconds(RunShape(denoiser_calls=1, nfe=8, batches=((8, 1),))) == pytest.approx(step_4)
     assert cost.seconds(RunShape(denoiser_calls=1, nfe=8)) == pytest.approx(step_4, rel=1e-4)
     assert cost.reward_cost == cost.measured_ratio == round(cost.seconds_per_reward_call / cost.seconds_per_nfe, 3)
     assert TimedCost.from_dict(json.loads(json.dumps(cost.to_dict()))) == cost
     fixed = cost.as_fixed()
     assert fixed.reward_cost == FIXED_REWARD_COST and fixed.measured_ratio == cost.measured_ratio
+
+
+def test_the_final_images_are_timed_apart_from_the_previews(sampler):
+    """A preview reward that reads latents decodes nothing; the clean reward that judges the final images decodes
+    every one: the probe times both, and a plan charges each scoring its own."""
+
+    def latent_mean(x0, prompts, sigma=None):
+        return x0.flatten(1).mean(1)
+
+    latent_mean.scores_latents = latent_mean.noise_aware = True
+    cost = measure_cost(sampler, latent_mean, final_rewards=brightness, num_candidates=4, repeats=1)
+    assert [n for n, _ in cost.final_scoring_seconds] == [1, 2, 4] and "final_scoring_seconds" in cost.probe
+    shape = RunShape(previews=(4,), finals=(4,), scorings=2, reward_calls=8)
+    final, preview = cost.final_scoring_seconds[-1][1], cost.scoring_seconds[-1][1]
+    assert cost.seconds(shape) == pytest.approx(final + preview)
+    assert TimedCost.from_dict(json.loads(json.dumps(cost.to_dict()))) == cost
+
+
+def test_a_cost_predicts_calls_between_the_measured_sizes():
+    cost = TimedCost(seconds_per_nfe=0.01, seconds_per_reward_call=0.02, step_seconds=((2, 0.1), (8, 0.4)),
+                     scoring_seconds=((1, 0.05), (4, 0.08)))
+    assert cost.seconds(RunShape(batches=((4, 3),), nfe=12)) == pytest.approx(3 * 0.2)  # between the two
+    assert cost.seconds(RunShape(batches=((16, 1),), nfe=16)) == pytest.approx(0.8)  # the last slope beyond
+    assert cost.seconds(RunShape(batches=((8, 1),), nfe=8 + 5)) == pytest.approx(0.4 + 5 * 0.01)  # stage NFE
+    assert cost.seconds(RunShape(previews=(2,), finals=(4,))) == pytest.approx(0.06 + 0.08)  # no final curve
+    # the probe's headroom stays free: n candidates take 4 calls x 0.05 s x 2n rows = 0.4 n s; 2.0 s buys 5, and
+    # with 20 % headroom 4, as 1.6 s does
+    shape = lambda n: RunShape(batches=((2 * n, 4),), nfe=8 * n)  # noqa: E731
+    noisy = dataclasses.replace(cost, headroom=0.2)
+    assert plan_by_seconds(cost, 2.0, shape, limit=100) == 5
+    assert plan_by_seconds(noisy, 2.0, shape, limit=100) == plan_by_seconds(cost, 1.6, shape, limit=100) == 4
+    assert TimedCost.from_dict(json.loads(json.dumps(noisy.to_dict()))) == noisy
+    with pytest.raises(ValueError, match="predicted to take .*, and 20% stays free for timings that drift"):
+        plan_by_seconds(noisy, 0.01, shape, limit=100)
+    with pytest.raises(ValueError, match="`headroom` must lie in"):
+        dataclasses.replace(cost, headroom=0.7)
+    with pytest.raises(ValueError, match="`step_seconds` must be .* sizes >= 1 increasing"):
+        TimedCost(seconds_per_nfe=0.01, seconds_per_reward_call=0.02, step_seconds=((8, 0.1), (2, 0.4)))
 
 
 def test_budget_seconds_plans_through_an_injected_cost(sampler):
@@ -88,16 +134,26 @@ def test_cheap_draft_spends_a_seconds_budget(sd1_pipe, sampler):
     assert set(result.seconds) == {*PARTS, "search"} and all(v >= 0 for v in result.seconds.values())
 
 
+def totals(shape):
+    return shape.denoiser_calls, shape.nfe, shape.scorings, shape.reward_calls
+
+
 def test_run_shapes_count_calls_rows_and_scorings():
     bon = search_shape(5, (), (), num_steps=4, nfe_per_step=2, num_rewards=1, micro_batch_size=32)
-    assert bon == RunShape(denoiser_calls=4, nfe=40, scorings=1, reward_calls=5)
+    assert bon == RunShape(denoiser_calls=4, nfe=40, scorings=1, reward_calls=5, batches=((10, 4),), finals=(5,))
     # survivors 8 -> 4 -> 2 at steps 0 and 1; passes 8 x 1 + 4 x 1 + 2 x 2
     pruned = dict(num_steps=4, nfe_per_step=2, num_rewards=2)
-    assert search_shape(8, (0, 1), (0.5, 0.5), micro_batch_size=32, **pruned) == RunShape(4, 32, 3, 28)
+    shape = search_shape(8, (0, 1), (0.5, 0.5), micro_batch_size=32, **pruned)
+    assert totals(shape) == (4, 32, 3, 28) and shape.batches == ((4, 2), (8, 1), (16, 1))
+    assert shape.previews == (8, 4) and shape.finals == (2,)
     # in micro-batches of 2 the flight starts 4 calls a step; a stage of 2 survivors runs at most 2
-    assert search_shape(8, (0, 1), (0.5, 0.5), micro_batch_size=2, **pruned) == RunShape(4 + 4 + 2 * 2, 32, 3, 28)
+    shape = search_shape(8, (0, 1), (0.5, 0.5), micro_batch_size=2, **pruned)
+    assert totals(shape) == (4 + 4 + 2 * 2, 32, 3, 28) and shape.batches == ((2, 8), (4, 4))
+    # 5 candidates in micro-batches of 2 start as 2 + 2 + 1; 3 survivors run one in each of the 3 for 3 steps
+    assert search_shape(5, (0,), (0.6,), micro_batch_size=2, **pruned).batches == ((2, 1 + 3 * 3), (4, 2))
     assert search_shape(3, (), (), num_steps=4, nfe_per_step=2, num_rewards=1, micro_batch_size=32,
                         stage_nfe=6).nfe == 24 + 18
+    assert totals(bon + bon) == (8, 80, 2, 10) and (bon + bon).finals == (5, 5)
 
 
 def test_a_fixed_part_per_call_buys_fewer_candidates_than_proportional_seconds(sampler):

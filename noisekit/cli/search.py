@@ -267,7 +267,7 @@ def run_cost(args, folder, group, sampler, preview_rewards, rewards):
 
     def measure():
         with torch.no_grad():  # the larger probe is the run's micro-batch, the largest batch it steps
-            return measure_cost(sampler, preview_rewards or rewards,
+            return measure_cost(sampler, preview_rewards or rewards, final_rewards=rewards if preview_rewards else None,
                                 **({"num_candidates": max(2, args.batch_size)} if args.batch_size else {})).to_dict()
 
     cost = TimedCost.from_dict(shared_record(folder, group, "cost", measure))
@@ -286,6 +286,8 @@ def describe_cost(settings):
     line += ")"
     if settings["budget_seconds"] is not None:
         line += f"; {settings['budget_seconds']:g} s per prompt = {settings['budget_nfe']} NFE-equivalents"
+        if model.get("headroom"):
+            line += f", {model['headroom']:.0%} of it left free for timings that drift"
     return line
 
 

@@ -207,7 +207,9 @@ def resolve_budget(sampler, rewards, preview_rewards, *, num_candidates, budget,
 
         check_budget_seconds(budget_seconds)
         if cost is None:
-            cost = measure_cost(sampler, preview_rewards if pruning else rewards)
+            # the final images are judged by the clean rewards, timed apart when the previews are scored otherwise
+            cost = (measure_cost(sampler, preview_rewards, final_rewards=rewards) if pruning
+                    else measure_cost(sampler, rewards))
         budget = cost.budget_nfe(budget_seconds)
     if cost is not None:
         reward_cost = cost.reward_cost
