@@ -228,7 +228,7 @@ def record(args, sampler, judge, naj, seeds):
     kinds = [BASE] + list(naj)
     if args.table and os.path.exists(args.table):
         table = TrajectoryTable.load(args.table)
-        if table.prompts != sampler.prompts or list(table.seeds) != list(seeds) or sorted(table.scores) != kinds:
+        if table.prompts != sampler.prompts or list(table.seeds) != list(seeds) or sorted(table.scores) != sorted(kinds):
             raise ValueError(f"{args.table} holds other prompts, seeds or rewards ({sorted(table.scores)}) than "
                              f"this run ({kinds}); delete it or pass another --table.")
         log(args, f"loaded the trajectory table {args.table}")

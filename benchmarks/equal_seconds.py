@@ -50,7 +50,8 @@ def arm_costs(full, judge, naj, micro_batch_size):
         costs[kind] = TimedCost(base.seconds_per_nfe, own.seconds_per_reward_call, probe=own.probe,
                                 seconds_per_denoiser_call=base.seconds_per_denoiser_call,
                                 seconds_per_scoring=own.seconds_per_scoring, step_seconds=base.step_seconds,
-                                scoring_seconds=own.scoring_seconds, final_scoring_seconds=base.scoring_seconds)
+                                scoring_seconds=own.scoring_seconds, final_scoring_seconds=base.scoring_seconds,
+                                headroom=base.headroom)
     return costs
 
 
@@ -91,30 +92,34 @@ def equal_seconds(args, pipe, judge, naj, prompts, arms, budget_seconds=None, de
     arms = {**arms, "cheap_draft": ("base", None)}
     out = {"budget_seconds": budget_seconds, "prompts": prompts, "draft_steps": args.draft_steps,
            "draft_finish": args.draft_finish, "costs": {k: c.to_dict() for k, c in costs.items()}, "arms": {}}
-    for name, (kind, schedule) in arms.items():
-        cost = costs.get(kind, costs["base"])
-        runs = []
-        for p in range(len(prompts)):
+    runs, errors = {name: [] for name in arms}, {}
+    for p in range(len(prompts)):  # arms interleaved prompt by prompt, so that the machine's drift falls on all alike
+        for name, (kind, schedule) in arms.items():
+            if name in errors:
+                continue
             try:
-                result, wall = run_arm(name, kind, schedule, (full, drafts), p, rewards, naj, budget_seconds, cost,
-                                       args)
+                result, wall = run_arm(name, kind, schedule, (full, drafts), p, rewards, naj, budget_seconds,
+                                       costs.get(kind, costs["base"]), args)
             except ValueError as error:  # the budget does not buy this arm one run (e.g. drafts + finished ones)
-                out["arms"][name] = {"reward_cost": cost.reward_cost, "error": str(error)}
-                break
+                errors[name] = str(error)
+                continue
             n = len(result.drafts.candidates) if name == "cheap_draft" else len(result.candidates)
-            runs.append({"prompt": prompts[p], "n": n, "budget_nfe": result.budget, "nfe": result.nfe,
-                         "reward_calls": result.reward_calls, "cost": result.cost, "seconds": round(wall, 3),
-                         **{f"{part}_seconds": round(result.seconds[part], 3) for part in PARTS},
-                         "best_seed": result.best.seed, "reward": result.best.final_scores[reward]})
-        if name in out["arms"]:
+            runs[name].append({"prompt": prompts[p], "n": n, "budget_nfe": result.budget, "nfe": result.nfe,
+                               "reward_calls": result.reward_calls, "cost": result.cost, "seconds": round(wall, 3),
+                               **{f"{part}_seconds": round(result.seconds[part], 3) for part in PARTS},
+                               "best_seed": result.best.seed, "reward": result.best.final_scores[reward]})
+    for name, (kind, _) in arms.items():
+        cost, arm_runs = costs.get(kind, costs["base"]), runs[name]
+        if name in errors:
+            out["arms"][name] = {"reward_cost": cost.reward_cost, "error": errors[name]}
             continue
-        out["arms"][name] = {"reward_cost": cost.reward_cost, "budget_nfe": runs[0]["budget_nfe"],
-                             "n": mean(runs, "n"), "reward": mean(runs, "reward"),
-                             "seconds_per_prompt": mean(runs, "seconds"),
-                             **{f"{part}_seconds_per_prompt": mean(runs, f"{part}_seconds") for part in PARTS},
-                             "over_seconds": sum(r["seconds"] > budget_seconds for r in runs) / len(runs),
-                             "slowest_seconds": round(max(r["seconds"] for r in runs), 4),
-                             "runs": runs}
+        out["arms"][name] = {"reward_cost": cost.reward_cost, "budget_nfe": arm_runs[0]["budget_nfe"],
+                             "n": mean(arm_runs, "n"), "reward": mean(arm_runs, "reward"),
+                             "seconds_per_prompt": mean(arm_runs, "seconds"),
+                             **{f"{part}_seconds_per_prompt": mean(arm_runs, f"{part}_seconds") for part in PARTS},
+                             "over_seconds": sum(r["seconds"] > budget_seconds for r in arm_runs) / len(arm_runs),
+                             "slowest_seconds": round(max(r["seconds"] for r in arm_runs), 4),
+                             "runs": arm_runs}
     return out
 
 

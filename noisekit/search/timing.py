@@ -13,7 +13,7 @@ the smallest and the largest says (by 10-40 % on the shapes models), so a plan o
 probe therefore times a ladder of batch sizes (1, 2, 4, ... up to the micro-batch), each over consecutive steps of
 one batch as a search runs them, and `TimedCost` predicts a call of any size by interpolating between the measured
 ones (`step_seconds`, `scoring_seconds`), each the median of its repeats (a stray slow repeat does not set it).
-Timings drift: on a shared 2-core CPU the same step's seconds moved by -24 % to +27 % within minutes
+Timings drift: on a shared 2-core CPU the same step's seconds moved by -23 % to +61 % within minutes
 (`benchmarks/bench_seconds_model.py`), so a plan in seconds leaves a share of the budget free (`headroom`,
 `DEFAULT_HEADROOM` unless the caller asks otherwise); the probe records each size's spread (slowest repeat over the
 median) beside it. The final images are decoded and scored by the clean rewards, which can cost far more than the
