@@ -7,6 +7,7 @@ clean judge for best-of-N and the drafts, the noise-aware judge for TTSnap's pre
 is then timed for real, so an arm that spends more than its share (scheduler, Python) shows it.
 """
 
+import dataclasses
 import os
 import platform
 import shlex
@@ -19,7 +20,7 @@ from noisekit.core.clock import synchronize
 from noisekit.core.sampler import Sampler
 from noisekit.search.draft import cheap_draft
 from noisekit.search.strategies import best_of_n, search
-from noisekit.search.timing import TimedCost, measure_cost, search_shape
+from noisekit.search.timing import measure_cost, search_shape
 
 PARTS = ("denoiser", "decode", "reward")
 
@@ -47,11 +48,10 @@ def arm_costs(full, judge, naj, micro_batch_size):
     costs = {"base": base}
     for kind, reward in naj.items():
         own = measure_cost(full, reward, num_candidates=micro_batch_size)
-        costs[kind] = TimedCost(base.seconds_per_nfe, own.seconds_per_reward_call, probe=own.probe,
-                                seconds_per_denoiser_call=base.seconds_per_denoiser_call,
-                                seconds_per_scoring=own.seconds_per_scoring, step_seconds=base.step_seconds,
-                                scoring_seconds=own.scoring_seconds, final_scoring_seconds=base.scoring_seconds,
-                                headroom=base.headroom)
+        costs[kind] = dataclasses.replace(base, seconds_per_reward_call=own.seconds_per_reward_call, probe=own.probe,
+                                          seconds_per_scoring=own.seconds_per_scoring,
+                                          scoring_seconds=own.scoring_seconds,
+                                          final_scoring_seconds=base.scoring_seconds)
     return costs
 
 

@@ -8,13 +8,13 @@ model `"measured"` times a few denoiser calls and a few decode + reward calls on
 
 A step's or a scoring's seconds are not proportional to its batch: a call has a fixed part (Python, the scheduler,
 kernel launches) besides its per-row part, and a pruned search runs small batches where the fixed part dominates.
-Nor is it a straight line between batch sizes: on a CPU, mid-sized batches cost more per row than the line through
-the smallest and the largest says (by 10-40 % on the shapes models), so a plan on that line overran its seconds. The
-probe therefore times a ladder of batch sizes (1, 2, 4, ... up to the micro-batch), each over consecutive steps of
-one batch as a search runs them, and `TimedCost` predicts a call of any size by interpolating between the measured
-ones (`step_seconds`, `scoring_seconds`), each the median of its repeats (a stray slow repeat does not set it).
-Timings drift: on a shared 2-core CPU the same step's seconds moved by -23 % to +61 % within minutes
-(`benchmarks/bench_seconds_model.py`), so a plan in seconds leaves a share of the budget free (`headroom`,
+Nor is it a straight line between batch sizes: on a CPU the measured sizes lie up to 22 % below and 27 % above the
+line through the smallest and the largest (the probes in `benchmarks/results/`). The probe therefore times a ladder
+of batch sizes (1, 2, 4, ... up to the micro-batch), each over consecutive steps of one batch as a search runs them,
+and `TimedCost` predicts a call of any size by interpolating between the measured ones (`step_seconds`,
+`scoring_seconds`), each the median of its repeats (a stray slow repeat does not set it). Timings drift: on a shared
+2-core CPU the same step's seconds moved by -23 % to +61 % within minutes (`benchmarks/bench_seconds_model.py`),
+more than the ladder gains over the line there, so a plan in seconds leaves a share of the budget free (`headroom`,
 `DEFAULT_HEADROOM` unless the caller asks otherwise); the probe records each size's spread (slowest repeat over the
 median) beside it. The final images are decoded and scored by the clean rewards, which can cost far more than the
 preview rewards (a latent preview reward decodes nothing), so they are timed apart (`final_scoring_seconds`). The
@@ -215,7 +215,7 @@ def plan_by_seconds(cost, budget_seconds, shape_of, *, limit, smallest=1):
     """The largest N in [`smallest`, `limit` + 1] whose run, `shape_of(N)`, is predicted by `cost` (a `TimedCost`)
     to fit `budget_seconds` (`limit` + 1 says "more than the limit"; the caller refuses it). Predicted seconds
     grow with N, so a doubling then bisection finds it. A one-line ValueError when not even `smallest` fits."""
-    usable = budget_seconds * (1 - cost.headroom) * (1 + PLAN_RTOL)  # the headroom stays free for timing noise
+    usable = budget_seconds * (1 - cost.headroom) * (1 + PLAN_RTOL)  # the headroom stays free for drift
     fits = lambda n: cost.seconds(shape_of(n)) <= usable  # noqa: E731
     if not fits(smallest):
         raise ValueError(f"`budget_seconds` {budget_seconds:g} buys {cost.budget_nfe(budget_seconds)} "
