@@ -99,7 +99,7 @@ def search_sheet(pipe, args):
     rows = [[c.image for c in cells[:8]], [c.image for c in cells[8:]]]
     labels = [[cell_label(c) for c in cells[:8]], [cell_label(c) for c in cells[8:]]]
     cost = CostModel.for_sampler(sampler)
-    title = f"TTSnap, 16 candidates, cost {result.cost} NFE (best-of-16: {cost.total(*cost.best_of_n(16))})"
+    title = f"TTSnap, 16 candidates, cost {result.cost} NFE (best-of-16: {cost.realised(16)})"
     return labelled_grid(rows, [f"{title}: {prompt}", "x = pruned at the previewed stage, * = chosen"], labels)
 
 

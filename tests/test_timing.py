@@ -14,7 +14,7 @@ import torch
 
 from noisekit import Sampler
 from noisekit.cli import main
-from noisekit.search.budget import CostModel, default_schedule, plan_best_of_n, plan_ttsnap
+from noisekit.search.budget import CostModel, PruningSchedule, default_schedule, plan_best_of_n, plan_ttsnap
 from noisekit.search.draft import cheap_draft
 from noisekit.search.strategies import best_of_n, search
 from noisekit.search.timing import FIXED_REWARD_COST, RunShape, TimedCost, measure_cost, plan_by_seconds, search_shape
@@ -87,6 +87,54 @@ def test_the_final_images_are_timed_apart_from_the_previews(sampler):
     final, preview = cost.final_scoring_seconds[-1][1], cost.scoring_seconds[-1][1]
     assert cost.seconds(shape) == pytest.approx(final + preview)
     assert TimedCost.from_dict(json.loads(json.dumps(cost.to_dict()))) == cost
+
+
+def test_the_final_images_calls_are_charged_their_own_ratio(sampler):
+    """Previews by a cheap reward, final images by an expensive one: an NFE budget charges each call its own
+    measured ratio, so the planned run and the recorded cost both hold the final images' price."""
+    cost = TimedCost(seconds_per_nfe=0.01, seconds_per_reward_call=0.002, seconds_per_final_call=0.03)
+    assert (cost.reward_cost, cost.final_reward_cost) == (0.2, 3.0)
+    assert cost.as_fixed(1).final_reward_cost == 1  # the fixed constant charges both alike
+    assert TimedCost(seconds_per_nfe=0.01, seconds_per_reward_call=0.002).final_reward_cost == 0.2  # not timed apart
+    assert TimedCost.from_dict(json.loads(json.dumps(cost.to_dict()))) == cost
+    old = cost.to_dict()
+    del old["seconds_per_final_call"], old["final_reward_cost"]
+    assert TimedCost.from_dict(old).final_reward_cost == 0.2  # a record from before plans as it did
+
+    model = CostModel(4, 2, 0.2, final_reward_cost=3.0)
+    steps, keep = (1,), (0.5,)
+    nfe, _, counts = model.ttsnap(8, steps, keep)
+    assert model.realised(8, steps, keep) == pytest.approx(nfe + 0.2 * counts[0] + 3.0 * counts[1])
+    assert model.realised(5) == pytest.approx(5 * (8 + 3.0)) and plan_best_of_n(55, model) == 5
+    assert plan_ttsnap(math.ceil(model.realised(8, steps, keep)), model, steps, keep) == 8
+    expected = plan_ttsnap(100, model, steps, keep, "expected")
+    assert expected == int(100 // (2 * 2 + 0.2 + 0.5 * (2 * 2 + 3.0)))
+    with pytest.raises(ValueError, match="`final_calls` must lie in"):
+        model.total(10, 2, 3)
+
+    # 40 NFE-equivalents: 5 candidates (20 NFE + 5 previews x 0.2 to step 1, then 2 survivors x (8 NFE + 3.0)) fit,
+    # 6 do not (46.2); charging the final images 0.2 as the previews, 6 would seem to (37.8)
+    schedule = PruningSchedule((1,), (0.5,))
+    result = search(sampler, 0, brightness, budget=40, cost=cost, schedule=schedule)
+    finals = result.counts[-1]
+    assert result.reward_cost == 0.2 and result.final_reward_cost == 3.0 and result.counts == (5, 2)
+    assert result.cost == pytest.approx(result.nfe + 0.2 * (result.reward_calls - finals) + 3.0 * finals) == 35
+    assert result.summary()["final_reward_cost"] == 3.0
+    assert plan_ttsnap(40, CostModel(4, 2, 0.2), (1,), (0.5,)) == 6
+    bon = best_of_n(sampler, 0, brightness, budget=45, cost=cost)  # every call judges a final image
+    assert bon.reward_cost == 3.0 and len(bon.candidates) == 45 // (4 * 2 + 3)
+
+
+def test_the_cost_line_names_each_ratio():
+    from noisekit.cli.search import describe_cost
+
+    cost = TimedCost(seconds_per_nfe=0.01, seconds_per_reward_call=0.002, seconds_per_final_call=0.03)
+    settings = {"reward_cost": 0.2, "final_reward_cost": 3.0, "budget_seconds": None, "cost_model": cost.to_dict()}
+    line = describe_cost(settings)
+    assert "a preview's reward call = 0.2, a final image's = 3.0 NFE-equivalents" in line
+    assert "2 ms per preview reward call, 30 ms per final decode + reward call" in line
+    del settings["final_reward_cost"]  # a run recorded before charged one ratio
+    assert describe_cost(settings).startswith("cost: a reward call = 0.2 NFE-equivalents (measured; timed here")
 
 
 def test_a_cost_predicts_calls_between_the_measured_sizes():

@@ -225,6 +225,7 @@ def run_search(args):
                 "num_candidates": args.num_candidates, "budget_seconds": args.budget_seconds,
                 "budget_nfe": budget_nfe,  # with --budget_seconds, the NFE-equivalents it became
                 "reward_cost": cost.reward_cost if cost is not None else fixed,
+                "final_reward_cost": cost.final_reward_cost if cost is not None else fixed,
                 "cost_model": cost.to_dict() if cost is not None else {"name": "fixed", "reward_cost": fixed},
                 "cost_formula": args.cost_formula}
     path = os.path.join(args.output_dir, "results.json")
@@ -279,10 +280,16 @@ def run_cost(args, folder, group, sampler, preview_rewards, rewards):
 def describe_cost(settings):
     """One line: what a reward call was charged and, with a seconds budget, the NFE-equivalents it became."""
     model = settings["cost_model"]
-    line = f"cost: a reward call = {settings['reward_cost']} NFE-equivalents ({model['name']}"
+    final = settings.get("final_reward_cost", settings["reward_cost"])
+    line = (f"cost: a reward call = {settings['reward_cost']} NFE-equivalents" if final == settings["reward_cost"]
+            else f"cost: a preview's reward call = {settings['reward_cost']}, a final image's = {final} NFE-equivalents")
+    line += f" ({model['name']}"
     if "seconds_per_nfe" in model:
+        split = final != settings["reward_cost"] and model.get("seconds_per_final_call")
         line += (f"; timed here: {model['seconds_per_nfe'] * 1e3:.3g} ms per NFE, "
-                 f"{model['seconds_per_reward_call'] * 1e3:.3g} ms per decode + reward call")
+                 f"{model['seconds_per_reward_call'] * 1e3:.3g} ms per "
+                 + (f"preview reward call, {model['seconds_per_final_call'] * 1e3:.3g} ms per final decode + reward "
+                    "call" if split else "decode + reward call"))
     line += ")"
     if settings["budget_seconds"] is not None:
         line += f"; {settings['budget_seconds']:g} s per prompt = {settings['budget_nfe']} NFE-equivalents"

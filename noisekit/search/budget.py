@@ -4,9 +4,11 @@ Units. One *step* is one pass of the sampler's loop (`Sampler.num_steps` passes;
 per timestep) and costs `nfe_per_step` denoiser evaluations per candidate (2 under CFG, else 1). A *reward call*
 is one image scored by one reward model (the VAE decode of a preview belongs to it) and costs `reward_cost`
 NFE-equivalents: an assumed constant (1; 0 counts denoiser passes only, as Ma et al. 2025 do) or the ratio measured
-on the run's machine (`noisekit.search.timing`). The realised cost of a search is `nfe + reward_cost *
-reward_calls` (an integer when `reward_cost` is one), and `plan_*` choose the largest candidate count whose realised
-cost fits the budget, so a search never spends more than it was given.
+on the run's machine (`noisekit.search.timing`). When the previews are scored by a cheaper reward than the final
+images (a latent reward decodes nothing), the final images' calls are charged their own `final_reward_cost`. The
+realised cost of a search is `nfe + reward_cost * reward_calls` (an integer when `reward_cost` is one), and `plan_*`
+choose the largest candidate count whose realised cost fits the budget, so a search never spends more than it was
+given.
 
 Step index `s` is the x0 preview made by the `(s + 1)`-th denoiser pass (TTSnap's convention, T = 20 there).
 Reaching it costs `s + 1` steps; TTSnap's public simulator charges `s` (an off-by-one kept as
@@ -127,6 +129,9 @@ class CostModel:
         num_rewards (`int`): reward models scoring each image at each stage.
         stage_nfe (`int`): denoiser evaluations the noise stages spend on each candidate before sampling (NLG:
             2 per iteration), charged to every candidate started.
+        final_reward_cost (`int` or `float`, *optional*): NFE-equivalents per reward call on a final image, when
+            it differs from a preview's (previews scored by a latent reward decode nothing; the final images are
+            decoded and judged by the clean rewards); `None` charges `reward_cost` for both.
     """
 
     num_steps: int
@@ -134,6 +139,7 @@ class CostModel:
     reward_cost: int | float = 1
     num_rewards: int = 1
     stage_nfe: int = 0
+    final_reward_cost: int | float | None = None
 
     def __post_init__(self):
         for name in ("num_steps", "nfe_per_step", "num_rewards"):
@@ -143,16 +149,34 @@ class CostModel:
         if isinstance(self.stage_nfe, bool) or not isinstance(self.stage_nfe, int) or self.stage_nfe < 0:
             raise ValueError(f"`stage_nfe` must be a non-negative integer, got {self.stage_nfe!r}.")
         check_reward_cost(self.reward_cost)
+        if self.final_reward_cost is not None:
+            check_reward_cost(self.final_reward_cost)
 
     @classmethod
-    def for_sampler(cls, sampler, reward_cost=1, num_rewards=1, stage_nfe=0):
-        return cls(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe)
+    def for_sampler(cls, sampler, reward_cost=1, num_rewards=1, stage_nfe=0, final_reward_cost=None):
+        return cls(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe, final_reward_cost)
 
-    def total(self, nfe, reward_calls):
-        """`nfe + reward_cost * reward_calls`; with a measured (float) ratio, rounded to 6 decimals so that the
-        same counts always give the same number."""
-        total = nfe + self.reward_cost * reward_calls
+    @property
+    def final_cost(self):
+        """NFE-equivalents per reward call on a final image."""
+        return self.reward_cost if self.final_reward_cost is None else self.final_reward_cost
+
+    def total(self, nfe, reward_calls, final_calls=0):
+        """`nfe + reward_cost * (reward_calls - final_calls) + final_cost * final_calls`: `reward_calls` counts
+        every call, `final_calls` those on final images. With a measured (float) ratio, rounded to 6 decimals so
+        that the same counts always give the same number."""
+        if not 0 <= final_calls <= reward_calls:
+            raise ValueError(f"`final_calls` must lie in [0, reward_calls = {reward_calls}], got {final_calls!r}.")
+        total = nfe + self.reward_cost * (reward_calls - final_calls) + self.final_cost * final_calls
         return total if isinstance(total, int) else round(total, 6)
+
+    def realised(self, num_candidates, steps=(), keep=()):
+        """The realised cost of a run from `num_candidates`: best-of-N when `steps` is empty, else TTSnap."""
+        if not steps:
+            nfe, calls = self.best_of_n(num_candidates)
+            return self.total(nfe, calls, calls)
+        nfe, calls, counts = self.ttsnap(num_candidates, steps, keep)
+        return self.total(nfe, calls, counts[-1] * self.num_rewards)
 
     def best_of_n(self, num_candidates):
         """`(nfe, reward_calls)` of best-of-N: every candidate denoised fully and scored once per reward."""
@@ -186,9 +210,10 @@ def survivor_counts(num_candidates, keep):
     return counts
 
 
-def ttsnap_candidate_cost(steps, keep, num_steps, step_cost, reward_cost, formula="expected"):
+def ttsnap_candidate_cost(steps, keep, num_steps, step_cost, reward_cost, formula="expected", final_cost=None):
     """Expected cost of one TTSnap candidate (fractions P_k, no rounding), in the units of `step_cost` (x) and
-    `reward_cost` (y): C = sum_k P_{k-1} ((s_k - s_{k-1}) x + y) + P_K ((T - 1 - s_K) x + y), P_0 = 1.
+    `reward_cost` (y; `final_cost`, y_f, for the final images when it differs):
+    C = sum_k P_{k-1} ((s_k - s_{k-1}) x + y) + P_K ((T - 1 - s_K) x + y_f), P_0 = 1.
 
     `formula="expected"` takes s_0 = -1 (s + 1 passes reach step s); `"official"` takes s_0 = 0 as TTSnap's
     simulator does, one step per candidate short.
@@ -197,8 +222,9 @@ def ttsnap_candidate_cost(steps, keep, num_steps, step_cost, reward_cost, formul
         raise ValueError(f"`formula` must be 'expected' or 'official', got {formula!r}.")
     boundaries = [-1 if formula == "expected" else 0, *steps, num_steps - 1]
     fraction, cost = 1.0, 0.0
+    final_cost = reward_cost if final_cost is None else final_cost
     for k, (a, b) in enumerate(zip(boundaries, boundaries[1:])):
-        cost += fraction * ((b - a) * step_cost + reward_cost)
+        cost += fraction * ((b - a) * step_cost + (reward_cost if k < len(keep) else final_cost))
         if k < len(keep):
             fraction *= keep[k]
     return cost
@@ -206,15 +232,15 @@ def ttsnap_candidate_cost(steps, keep, num_steps, step_cost, reward_cost, formul
 
 def plan_best_of_n(budget, cost):
     """The largest N whose best-of-N cost fits `budget` (an int of NFE-equivalents) under `CostModel` `cost`."""
-    per_candidate = cost.total(*cost.best_of_n(1))
+    per_candidate = cost.realised(1)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < per_candidate:
         raise ValueError(f"`budget` must be an integer of at least {math.ceil(per_candidate)} (one full candidate: "
                          f"{cost.num_steps} steps x {cost.nfe_per_step} NFE + {cost.num_rewards} reward call(s) x "
-                         f"{cost.reward_cost}), got {budget!r}.")
+                         f"{cost.final_cost}), got {budget!r}.")
     count = budget // per_candidate
-    while cost.total(*cost.best_of_n(count + 1)) <= budget:  # a float ratio's rounding may leave one more
+    while cost.realised(count + 1) <= budget:  # a float ratio's rounding may leave one more
         count += 1
-    while cost.total(*cost.best_of_n(count)) > budget:
+    while cost.realised(count) > budget:
         count -= 1
     return int(count)
 
@@ -231,7 +257,8 @@ def plan_ttsnap(budget, cost, steps, keep, formula="exact", step_cost=None, call
             the run never overspends. `"expected"`: floor(B / C) with the corrected expected cost C.
             `"official"`: floor(B / C) with TTSnap's simulator formula (one step short per candidate); use it to
             reproduce published numbers only, it can overspend.
-        step_cost, call_cost: x and y for the formulas (default: `nfe_per_step` and `reward_cost * num_rewards`).
+        step_cost, call_cost: x and y for the formulas (default: `nfe_per_step`, and `reward_cost * num_rewards`
+            for previews and `final_cost * num_rewards` for the final images).
 
     Examples:
         >>> cost = CostModel(num_steps=20)
@@ -242,16 +269,17 @@ def plan_ttsnap(budget, cost, steps, keep, formula="exact", step_cost=None, call
     if formula != "exact":
         x = cost.nfe_per_step if step_cost is None else step_cost
         y = cost.reward_cost * cost.num_rewards if call_cost is None else call_cost
-        n0 = int(budget // ttsnap_candidate_cost(steps, keep, cost.num_steps, x, y, formula))
+        y_final = cost.final_cost * cost.num_rewards if call_cost is None else call_cost
+        n0 = int(budget // ttsnap_candidate_cost(steps, keep, cost.num_steps, x, y, formula, y_final))
         if n0 < 1:
             raise ValueError(f"`budget` {budget!r} is below the expected cost of one TTSnap candidate.")
         return n0
-    minimum = cost.total(*cost.ttsnap(1, steps, keep)[:2])
+    minimum = cost.realised(1, steps, keep)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < minimum:
         raise ValueError(f"`budget` must be an integer of at least {math.ceil(minimum)} (one TTSnap candidate run to "
                          f"the end with its reward calls), got {budget!r}.")
     # the realised cost never decreases with n_0 (each n_k is monotone in n_0): walk up by doubling, then bisect
-    fits = lambda n: cost.total(*cost.ttsnap(n, steps, keep)[:2]) <= budget  # noqa: E731
+    fits = lambda n: cost.realised(n, steps, keep) <= budget  # noqa: E731
     low, high = 1, 2
     while fits(high):
         low, high = high, high * 2

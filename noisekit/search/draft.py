@@ -65,7 +65,7 @@ def draft_shape(draft_sampler, full_sampler, num_candidates, *, num_rewards, fin
 def candidate_cost(sampler, reward_cost, num_rewards):
     """What one candidate run to the end of `sampler`'s loop and scored costs, in NFE-equivalents."""
     cost = CostModel.for_sampler(sampler, reward_cost, num_rewards)
-    return cost.total(*cost.best_of_n(1))
+    return cost.realised(1)
 
 
 def draft_count(budget, *, draft_cost, full_cost, finish):

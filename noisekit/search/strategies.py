@@ -82,7 +82,7 @@ class SearchResult:
     best: Candidate
     nfe: int
     reward_calls: int
-    cost: int | float  # nfe + reward_cost * reward_calls
+    cost: int | float  # nfe + reward_cost * reward_calls (the final images' calls at final_reward_cost)
     budget: int | None = None  # NFE-equivalents (from `budget_seconds` when that was given)
     steps: tuple = ()  # resolved pruning steps
     counts: tuple = ()  # candidates alive at each stage, then survivors
@@ -90,12 +90,14 @@ class SearchResult:
     reward_cost: int | float = 1  # NFE-equivalents charged per reward call
     budget_seconds: float | None = None
     seconds: dict = field(default_factory=dict)  # wall-clock seconds: denoiser, decode, reward and the total
+    final_reward_cost: int | float | None = None  # per call on a final image, when it differs from reward_cost
 
     def summary(self):
         return {"strategy": self.strategy, "prompt_index": self.prompt_index, "prompt": self.prompt,
                 "best_seed": self.best.seed, "best_scores": self.best.final_scores, "nfe": self.nfe,
                 "reward_calls": self.reward_calls, "cost": self.cost, "budget": self.budget,
                 "budget_seconds": self.budget_seconds, "reward_cost": self.reward_cost,
+                **({} if self.final_reward_cost is None else {"final_reward_cost": self.final_reward_cost}),
                 "pruning_steps": list(self.steps), "counts": list(self.counts),
                 "micro_batch_size": self.micro_batch_size,
                 **{f"{part}_seconds": round(value, 4) for part, value in self.seconds.items()}}
@@ -169,7 +171,7 @@ class Flight:
 
 
 def plan_count(sampler, num_rewards, *, budget, steps=(), keep=(), reward_cost=1, formula="exact", stage_nfe=0,
-               budget_seconds=None, timed=None, micro_batch_size=None):
+               budget_seconds=None, timed=None, micro_batch_size=None, final_reward_cost=None):
     """N0, the candidates a budget buys: best-of-N when `steps` is empty, else TTSnap with that schedule;
     `stage_nfe` is what the noise stages spend on each candidate before sampling (NLG: 2 per iteration). A
     `budget_seconds` is planned through `timed` (a `TimedCost`): the largest N0 whose run, in the micro-batches of
@@ -182,7 +184,7 @@ def plan_count(sampler, num_rewards, *, budget, steps=(), keep=(), reward_cost=1
                                   micro_batch_size=micro_batch_size or MICRO_BATCH, stage_nfe=stage_nfe)
         count = plan_by_seconds(timed, budget_seconds, shape, limit=MAX_CANDIDATES)
         return check_candidate_count(count, source=f"`budget_seconds` {budget_seconds:g}")
-    cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe)
+    cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, num_rewards, stage_nfe, final_reward_cost)
     count = plan_ttsnap(budget, cost, steps, keep, formula) if steps else plan_best_of_n(budget, cost)
     return check_candidate_count(count, source=f"`budget` {budget}")
 
@@ -192,7 +194,7 @@ def resolve_budget(sampler, rewards, preview_rewards, *, num_candidates, budget,
     """`(budget, reward_cost, cost)` of a search: at most one (with `required`, exactly one) of `num_candidates`,
     `budget` (NFE-equivalents) and `budget_seconds` (converted to NFE-equivalents through `cost`, a `TimedCost`,
     measured on the sampler with the rewards that score most of the images when not given); `reward_cost` is
-    `cost`'s when `cost` is given."""
+    `cost`'s when `cost` is given (its final images' ratio for a search that does not prune)."""
     given = [f"`{n}`" for n, v in (("num_candidates", num_candidates), ("budget", budget),
                                    ("budget_seconds", budget_seconds)) if v is not None]
     if required and not given:
@@ -211,8 +213,8 @@ def resolve_budget(sampler, rewards, preview_rewards, *, num_candidates, budget,
             cost = (measure_cost(sampler, preview_rewards, final_rewards=rewards) if pruning
                     else measure_cost(sampler, rewards))
         budget = cost.budget_nfe(budget_seconds)
-    if cost is not None:
-        reward_cost = cost.reward_cost
+    if cost is not None:  # a search that does not prune judges final images only
+        reward_cost = cost.reward_cost if pruning else cost.final_reward_cost
     return budget, (1 if reward_cost is None else reward_cost), cost
 
 
@@ -250,7 +252,8 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
         reward_cost (`int` or `float`): NFE-equivalents charged per reward call (default 1, the assumed constant;
             see `noisekit.search.budget`).
         cost (`TimedCost`, *optional*): measured seconds per NFE and per reward call; charges its `reward_cost`
-            (the measured ratio, or the fixed constant of its `"fixed"` model) and converts `budget_seconds`.
+            (the measured ratio, or the fixed constant of its `"fixed"` model), and its `final_reward_cost` for
+            the final images' calls when it timed them apart; converts `budget_seconds`.
         formula (`str`): how a `budget` becomes N0: `"exact"` (never overspends), `"expected"` or `"official"`.
         micro_batch_size (`int`, *optional*): candidates per denoiser batch (default `MICRO_BATCH`, 32).
         output_type (`str`): how survivors' final images are returned besides PIL (`best.output`).
@@ -284,11 +287,16 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
                                                 reward_cost=reward_cost, pruning=bool(steps))
     began, clock_before = time.perf_counter(), sampler.clock.read()  # a measurement above is no part of the search
     stage_nfe = candidates.nfe_per_candidate if candidates is not None else 0
-    cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, len(rewards), stage_nfe)
+    # the final images' calls cost their own ratio when the probe timed them apart from the previews'
+    final_reward_cost = None
+    if timed is not None and timed.final_reward_cost != reward_cost:
+        final_reward_cost = timed.final_reward_cost
+    cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, len(rewards), stage_nfe, final_reward_cost)
     if budget is not None:
         num_candidates = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep,
                                     reward_cost=reward_cost, formula=formula, stage_nfe=stage_nfe,
-                                    budget_seconds=budget_seconds, timed=timed, micro_batch_size=micro_batch_size)
+                                    budget_seconds=budget_seconds, timed=timed, micro_batch_size=micro_batch_size,
+                                    final_reward_cost=final_reward_cost)
     if candidates is None:
         candidates = from_seeds(sampler.shape, seed_list(seeds, num_candidates), prompt_index)
     elif num_candidates is not None:
@@ -362,9 +370,10 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
     nfe = sampler.nfe - nfe_before + candidates.nfe
     seconds = {**sampler.clock.since(clock_before), "search": time.perf_counter() - began}
     return SearchResult(strategy or ("ttsnap" if steps else "best_of_n"), prompt_index, prompt, records, best,
-                        nfe, reward_calls, cost.total(nfe, reward_calls), budget, tuple(steps), tuple(counts),
+                        nfe, reward_calls, cost.total(nfe, reward_calls, len(alive) * len(rewards)), budget,
+                        tuple(steps), tuple(counts),
                         flight.size,  # the size it ran with, so a replay runs the same batches
-                        reward_cost, budget_seconds, seconds)
+                        reward_cost, budget_seconds, seconds, final_reward_cost)
 
 
 def ttsnap(sampler, prompt_index, rewards, **kwargs):

@@ -17,7 +17,8 @@ and `TimedCost` predicts a call of any size by interpolating between the measure
 more than the ladder gains over the line there, so a plan in seconds leaves a share of the budget free (`headroom`,
 `DEFAULT_HEADROOM` unless the caller asks otherwise); the probe records each size's spread (slowest repeat over the
 median) beside it. The final images are decoded and scored by the clean rewards, which can cost far more than the
-preview rewards (a latent preview reward decodes nothing), so they are timed apart (`final_scoring_seconds`). The
+preview rewards (a latent preview reward decodes nothing), so they are timed apart (`final_scoring_seconds`), and a
+budget in NFE-equivalents charges their calls their own measured ratio (`TimedCost.final_reward_cost`). The
 affine summary (seconds per row plus seconds per call, likewise for scoring) stays: it converts seconds to NFE-
 equivalents and predicts runs given only as totals. A budget in seconds plans N0 from the predicted seconds of the
 run it buys (`RunShape`, `plan_by_seconds`); it is recorded as NFE-equivalents too (`TimedCost.budget_nfe`). The
@@ -83,6 +84,8 @@ class TimedCost:
             they are the preview scoring's rewards.
         headroom (`float`): the share of a seconds budget a plan leaves free for timings that drift after the
             probe, in [0, 0.5).
+        seconds_per_final_call (`float`): one more final image decoded and scored by one clean reward, when the
+            final images were timed apart (`final_scoring_seconds`); 0 when they were not.
     """
 
     seconds_per_nfe: float
@@ -96,13 +99,15 @@ class TimedCost:
     scoring_seconds: tuple = ()
     final_scoring_seconds: tuple = ()
     headroom: float = 0.0
+    seconds_per_final_call: float = 0.0
 
     def __post_init__(self):
         if self.name not in COST_MODELS:
             raise ValueError(f"`name` must be one of {COST_MODELS}, got {self.name!r}.")
         if not math.isfinite(self.seconds_per_nfe) or self.seconds_per_nfe <= 0:
             raise ValueError(f"`seconds_per_nfe` must be a finite number > 0, got {self.seconds_per_nfe!r}.")
-        for name in ("seconds_per_reward_call", "seconds_per_denoiser_call", "seconds_per_scoring"):
+        for name in ("seconds_per_reward_call", "seconds_per_denoiser_call", "seconds_per_scoring",
+                     "seconds_per_final_call"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
@@ -120,6 +125,14 @@ class TimedCost:
     def reward_cost(self):
         """NFE-equivalents charged per reward call: the measured ratio, or the fixed constant."""
         return self.measured_ratio if self.name == "measured" else self.fixed_reward_cost
+
+    @property
+    def final_reward_cost(self):
+        """NFE-equivalents charged per reward call on a final image: the measured ratio of the final images' own
+        calls when they were timed apart, else `reward_cost` (the fixed constant charges both alike)."""
+        if self.name != "measured" or not self.seconds_per_final_call:
+            return self.reward_cost
+        return round(self.seconds_per_final_call / self.seconds_per_nfe, RATIO_DECIMALS)
 
     def as_fixed(self, reward_cost=FIXED_REWARD_COST):
         """The same measurement charging the constant `reward_cost` per reward call (the `"fixed"` model)."""
@@ -149,7 +162,9 @@ class TimedCost:
 
     def to_dict(self):
         return {"name": self.name, "reward_cost": self.reward_cost, "measured_ratio": self.measured_ratio,
+                "final_reward_cost": self.final_reward_cost,
                 "seconds_per_nfe": self.seconds_per_nfe, "seconds_per_reward_call": self.seconds_per_reward_call,
+                "seconds_per_final_call": self.seconds_per_final_call,
                 "seconds_per_denoiser_call": self.seconds_per_denoiser_call,
                 "seconds_per_scoring": self.seconds_per_scoring,
                 **{name: [list(point) for point in getattr(self, name)]
@@ -165,7 +180,7 @@ class TimedCost:
                    data.get("seconds_per_denoiser_call", 0.0), data.get("seconds_per_scoring", 0.0),
                    *(tuple(tuple(p) for p in data.get(name, ()))
                      for name in ("step_seconds", "scoring_seconds", "final_scoring_seconds")),
-                   data.get("headroom", 0.0))
+                   data.get("headroom", 0.0), data.get("seconds_per_final_call", 0.0))
 
 
 @dataclass(frozen=True)
@@ -282,6 +297,8 @@ def measure_cost(sampler, rewards, *, final_rewards=None, prompt_index=0, num_ca
     (rows_1, step_1), (rows_n, step_n) = steps[0], steps[-1]
     per_row, per_call = _line(rows_1, step_1, rows_n, step_n)
     per_image, per_scoring = _line(len(rewards), scorings[0][1], num_candidates * len(rewards), scorings[-1][1])
+    per_final = (_line(len(final_rewards), finals[0][1], num_candidates * len(final_rewards), finals[-1][1])[0]
+                 if final_rewards is not None else 0.0)
     spent = sampler.clock.since(timed)
     images = (repeats + 1) * sum(sizes)
     probe = {"candidates": num_candidates, "sizes": sizes, "repeats": repeats,
@@ -293,7 +310,7 @@ def measure_cost(sampler, rewards, *, final_rewards=None, prompt_index=0, num_ca
     if final_rewards is not None:
         probe["final_scoring_seconds"] = {str(size): round(t[3], 6) for size, t in timings.items()}
     return TimedCost(per_row, per_image, name, fixed_reward_cost, probe, per_call, per_scoring, steps, scorings,
-                     finals, headroom)
+                     finals, headroom, per_final)
 
 
 def probe_sizes(largest):
