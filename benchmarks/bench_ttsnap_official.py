@@ -19,6 +19,9 @@ reward (HPS, ImageReward, PickScore), with previews scored by the noise-aware (`
    largest N0 whose realised cost fits): the mean final reward per budget and Omega; and the share of best-of-N's
    cost TTSnap needs to reach best-of-N's reward (exact E[max of N]) for every N of the grid (2..20), the cost
    counted as TTSnap's formula counts it and as it is spent (exact).
+4. **Limits.** Per step, the previews' Kendall tau with the final reward; the calibrated schedule's share with
+   perfect previews; and, as an optimistic bound for any calibration of these previews, the best schedule of
+   TTSnap's form found by a greedy local search on the held-out prompts themselves (`--hindsight_iterations`).
 
 Runtime on 2 shared CPU cores: reading the YAML ~10-50 s per model and reward (cached with `--cache`), the
 calibration ~1-3 min, the report ~1 min per model and reward.
@@ -58,6 +61,8 @@ def parse_args(input_args=None):
     parser.add_argument("--refine", type=int, default=15, help="schedules searched again at --iterations")
     parser.add_argument("--grid_budgets", type=int, default=4, help="budgets of the grid used to calibrate")
     parser.add_argument("--grid_points", type=int, default=6, help="candidate pruning steps of the schedule grid")
+    parser.add_argument("--hindsight_iterations", type=int, default=20,
+                        help="subsets per N0 in the search for the best schedule on the held-out prompts (0: skip it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--quiet", action="store_true")
@@ -101,18 +106,18 @@ def tflops_of(cost, n0, steps, keep, formula):
     """TFLOPs a TTSnap run from `n0` candidates costs: as spent (`exact`: rounded survivors, s + 1 passes to step
     s) or as a formula charges it (`official` / `expected`: n0 times the expected cost of one candidate)."""
     if formula == "exact":
-        return cost.total(*cost.ttsnap(n0, steps, keep)[:2]) * COST_UNIT_TFLOPS
+        return cost.realised(n0, steps, keep) * COST_UNIT_TFLOPS
     return n0 * ttsnap_candidate_cost(steps, keep, cost.num_steps, STEP_TFLOPS, CALL_TFLOPS, formula)
 
 
-def curve_over_n0(table, schedule, iterations, seed):
-    """TTSnap's mean final reward for n0 = 1..pool (Monte-Carlo subsets shared by all prompts)."""
+def curve_over_n0(table, schedule, iterations, seed, max_n0=None):
+    """TTSnap's mean final reward for n0 = 1..pool, or 1..`max_n0` (Monte-Carlo subsets shared by all prompts)."""
     steps = schedule.steps(table.num_steps, table.sigmas)
     pool, rows = len(table.seeds), torch.arange(len(table.prompts))
     final = next(iter(table.scores.values()))[:, :, -1].double()
     generator = torch.Generator().manual_seed(seed)
     rewards = []
-    for n in range(1, pool + 1):
+    for n in range(1, min(pool, max_n0 or pool) + 1):
         ids = torch.stack([torch.randperm(pool, generator=generator)[:n].sort().values
                            for _ in range(iterations if n < pool else 1)])
         best = simulate_many(table, ids, steps, schedule.keep)
@@ -136,6 +141,10 @@ def match_share(rewards, target, cost_of_n0, bon_cost):
     return None
 
 
+def bon_tflops_of(table, n):
+    return n * (table.num_steps * STEP_TFLOPS + CALL_TFLOPS)
+
+
 def match_report(table, schedule, bon_sizes, args):
     """Per best-of-N size: the share of its cost TTSnap needs for its reward, under each formula."""
     cost = official_cost_model(table.num_steps)
@@ -144,7 +153,7 @@ def match_report(table, schedule, bon_sizes, args):
     out = []
     for n in bon_sizes:
         target = expected_best_of_n(final, n)
-        bon_tflops = n * (table.num_steps * STEP_TFLOPS + CALL_TFLOPS)
+        bon_tflops = bon_tflops_of(table, n)
         row = {"best_of_n": n, "reward": target, "bon_tflops": round(bon_tflops, 1)}
         for formula in FORMULAS:
             row[formula] = match_share(rewards, target, lambda k: tflops_of(cost, k, steps, schedule.keep, formula),
@@ -245,17 +254,67 @@ def run_setting(args, model, reward):
     return out
 
 
+def neighbours(schedule, num_steps):
+    """The schedules one move away: a pruning step moved by 1 or 2, a keep ratio by 0.1, a stage dropped, or a
+    stage added at any free step (keep 0.5)."""
+    stages = dict(zip(schedule.points, schedule.keep))
+    moves = []
+    for step, alpha in stages.items():
+        rest = {s: a for s, a in stages.items() if s != step}
+        moves += [{**rest, step + d: alpha} for d in (-2, -1, 1, 2)
+                  if 0 <= step + d <= num_steps - 2 and step + d not in rest]
+        moves += [{**rest, step: round(alpha + d, 2)} for d in (-0.1, 0.1) if 0.1 <= alpha + d <= 0.9]
+        moves += [rest] if rest else []
+    moves += [{**stages, s: 0.5} for s in range(num_steps - 1) if s not in stages]
+    return [PruningSchedule(tuple(sorted(m)), tuple(m[s] for s in sorted(m))) for m in moves]
+
+
+def hindsight_schedule(table, start, args, best_of_n=10):
+    """Greedy local search, on `table` itself, for the schedule of TTSnap's form (any steps, any number of stages,
+    keep ratios in tenths) that reaches best-of-`best_of_n`'s reward at the lowest corrected cost. Searched on the
+    held-out prompts, it is an optimistic bound on what any calibration of these previews can reach."""
+    cost = official_cost_model(table.num_steps)
+    final = next(iter(table.scores.values()))[:, :, -1]
+    target, bon_tflops = expected_best_of_n(final, best_of_n), bon_tflops_of(table, best_of_n)
+
+    def share(schedule):  # the pool is cut at 6 x N: a schedule that needs more is no bound worth finding
+        steps, rewards = curve_over_n0(table, schedule, args.hindsight_iterations, args.seed, 6 * best_of_n)
+        found = match_share(rewards, target, lambda k: tflops_of(cost, k, steps, schedule.keep, "exact"), bon_tflops)
+        return math.inf if found is None else found["share"]
+
+    best, value, seen = start, share(start), {start}
+    improved = True
+    while improved:
+        improved = False
+        for candidate in neighbours(best, table.num_steps):
+            if candidate in seen:
+                continue
+            seen.add(candidate)
+            candidate_value = share(candidate)
+            if candidate_value < value - 1e-4:
+                best, value, improved = candidate, candidate_value, True
+    return best, len(seen)
+
+
 def limits(table, schedule, bon_sizes, args):
     """What bounds the cost share: how well each step's preview reward orders a prompt's trajectories as the final
-    reward does (Kendall tau, per prompt, mean over the first 60 trajectories), and the share the same schedule
-    would need with perfect previews (every step scored by the final reward)."""
+    reward does (Kendall tau, per prompt, mean over the first 60 trajectories); the share the same schedule would
+    need with perfect previews (every step scored by the final reward); and the share of the best schedule found on
+    these prompts themselves (`hindsight_schedule`), with the same previews."""
     (name, scores), = table.scores.items()
     final = scores[:, :60, -1]
     tau = [round(kendall_tau(scores[:, :60, s], final), 3) for s in range(table.num_steps - 1)]
     oracle = TrajectoryTable(table.prompts, table.seeds, table.sigmas, table.nfe_per_step,
                              {name: scores[:, :, -1:].expand_as(scores).contiguous()})
     matches = match_report(oracle, schedule, bon_sizes, args)
-    return {"kendall_tau_by_step": tau, "oracle_previews": summarize(matches)["exact"]}
+    out = {"kendall_tau_by_step": tau, "oracle_previews": summarize(matches)["exact"]}
+    if args.hindsight_iterations:
+        tic = time.perf_counter()
+        best, searched = hindsight_schedule(table, schedule, args)
+        out["hindsight"] = {"schedule": best.to_dict(), "schedules_searched": searched,
+                            "seconds": round(time.perf_counter() - tic, 1),
+                            **summarize(match_report(table, best, bon_sizes, args))["exact"]}
+    return out
 
 
 def fmt(value, spec):
@@ -280,13 +339,19 @@ def print_report(result):
                   f"{fmt(se['max_share'], '.2f'):>6s} | {fmt(se['share_at_n10'], '.2f'):>5s} "
                   f"{str(se['all_le_0.6']):>6s}")
     print("limits (held-out, calibrated schedule): Kendall tau of the preview at steps 0 / 4 / 8 / 12 with the final "
-          "reward; corrected share at N = 10 and worst over N with perfect previews")
+          "reward; corrected share at N = 10 and worst over N with perfect previews, and with the best schedule "
+          "found on the held-out prompts themselves")
     for s in result["settings"]:
         lim = s["heldout"]["limits"]
         tau = lim["kendall_tau_by_step"]
         print(f"  {s['model'] + '/' + s['reward']:12s} tau {tau[0]:+.2f} / {tau[4]:+.2f} / {tau[8]:+.2f} / "
               f"{tau[12]:+.2f}; oracle share {fmt(lim['oracle_previews']['share_at_n10'], '.2f')} | "
-              f"worst {fmt(lim['oracle_previews']['max_share'], '.2f')}")
+              f"worst {fmt(lim['oracle_previews']['max_share'], '.2f')}", end="")
+        if "hindsight" in lim:
+            h = lim["hindsight"]
+            print(f"; hindsight {h['schedule']['points']}x{h['schedule']['keep']} share {fmt(h['share_at_n10'], '.2f')}"
+                  f" | worst {fmt(h['max_share'], '.2f')}", end="")
+        print()
 
 
 def main(args):
@@ -297,6 +362,7 @@ def main(args):
                          "call_tflops": CALL_TFLOPS, "calibration_prompts": args.calibration_prompts,
                          "heldout_prompts": 200 - args.calibration_prompts, "iterations": args.iterations,
                          "grid_iterations": args.grid_iterations, "refine": args.refine, "seed": args.seed,
+                         "hindsight_iterations": args.hindsight_iterations,
                          "target_share": TARGET_SHARE},
               "settings": settings, "seconds": round(time.perf_counter() - began, 1)}
     print_report(result)

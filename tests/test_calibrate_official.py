@@ -172,3 +172,27 @@ def test_schedule_for_reward_by_name_or_folder(tmp_path):
     assert schedule_for_reward("shapes-judge") is None and schedule_for_reward("hpsv2.1") is None
     save_schedule(tmp_path, DEFAULT_SCHEDULE)
     assert schedule_for_reward("noise-aware", path=tmp_path) == DEFAULT_SCHEDULE
+
+
+def test_the_hindsight_search_finds_where_previews_rank():
+    """On a table whose previews are noise before step 12 and exact from it, the search in hindsight leaves a
+    schedule pruning at step 0 for one whose last stage prunes hard where the previews rank."""
+    import argparse
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from bench_ttsnap_official import hindsight_schedule, neighbours
+
+    start = PruningSchedule((0,), (0.5,))
+    moves = neighbours(start, T)
+    assert PruningSchedule((1,), (0.5,)) in moves and PruningSchedule((0,), (0.4,)) in moves
+    assert PruningSchedule((0, 5), (0.5, 0.5)) in moves and all(max(m.points) <= T - 2 for m in moves)
+    generator = torch.Generator().manual_seed(0)
+    final = torch.randn(8, 64, 1, generator=generator)
+    previews = torch.cat([torch.randn(8, 64, 12, generator=generator), final.expand(-1, -1, T - 13)], -1)
+    table = TrajectoryTable([f"p{i}" for i in range(8)], list(range(64)), list(range(T, 0, -1)), 1,
+                            {"r": torch.cat([previews, final], -1)})
+    args = argparse.Namespace(hindsight_iterations=4, seed=0)
+    best, searched = hindsight_schedule(table, start, args)
+    assert searched > len(moves) and best.points[-1] >= 12 and best.keep[-1] <= 0.3
