@@ -20,8 +20,8 @@ reward (HPS, ImageReward, PickScore), with previews scored by the noise-aware (`
    cost TTSnap needs to reach best-of-N's reward (exact E[max of N]) for every N of the grid (2..20), the cost
    counted as TTSnap's formula counts it and as it is spent (exact).
 4. **Limits.** Per step, the previews' Kendall tau with the final reward; the calibrated schedule's share with
-   perfect previews; and, as an optimistic bound for any calibration of these previews, the best schedule of
-   TTSnap's form found by a greedy local search on the held-out prompts themselves (`--hindsight_iterations`).
+   perfect previews; and, optimistic for any calibration of these previews, the best schedule of TTSnap's form that
+   a greedy local search finds on the held-out prompts themselves (`--hindsight_iterations`).
 
 Runtime on 2 shared CPU cores: reading the YAML ~10-50 s per model and reward (cached with `--cache`), the
 calibration ~1-3 min, the report ~1 min per model and reward.
@@ -272,7 +272,8 @@ def neighbours(schedule, num_steps):
 def hindsight_schedule(table, start, args, best_of_n=10):
     """Greedy local search, on `table` itself, for the schedule of TTSnap's form (any steps, any number of stages,
     keep ratios in tenths) that reaches best-of-`best_of_n`'s reward at the lowest corrected cost. Searched on the
-    held-out prompts, it is an optimistic bound on what any calibration of these previews can reach."""
+    held-out prompts, it fits their noise too: an optimistic estimate (not a proof, the search being local) of what
+    any calibration of these previews can reach."""
     cost = official_cost_model(table.num_steps)
     final = next(iter(table.scores.values()))[:, :, -1]
     target, bon_tflops = expected_best_of_n(final, best_of_n), bon_tflops_of(table, best_of_n)
