@@ -270,7 +270,7 @@ def realised(cost, n, steps, keep):
         nfe, calls, counts = cost.ttsnap(n, steps, keep)
     else:
         (nfe, calls), counts = cost.best_of_n(n), [n]
-    return nfe, calls, cost.total(nfe, calls), counts
+    return nfe, calls, cost.realised(n, steps, keep), counts
 
 
 def candidate_count(cost, budget, steps, keep):

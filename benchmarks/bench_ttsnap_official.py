@@ -257,6 +257,8 @@ def run_setting(args, model, reward):
 def neighbours(schedule, num_steps):
     """The schedules one move away: a pruning step moved by 1 or 2, a keep ratio by 0.1, a stage dropped, or a
     stage added at any free step (keep 0.5)."""
+    if schedule.unit != "step":
+        raise ValueError(f"`neighbours` moves step schedules, got unit {schedule.unit!r}.")
     stages = dict(zip(schedule.points, schedule.keep))
     moves = []
     for step, alpha in stages.items():

@@ -51,7 +51,8 @@ def arm_costs(full, judge, naj, micro_batch_size):
         costs[kind] = dataclasses.replace(base, seconds_per_reward_call=own.seconds_per_reward_call, probe=own.probe,
                                           seconds_per_scoring=own.seconds_per_scoring,
                                           scoring_seconds=own.scoring_seconds,
-                                          final_scoring_seconds=base.scoring_seconds)
+                                          final_scoring_seconds=base.scoring_seconds,
+                                          seconds_per_final_call=base.seconds_per_reward_call)
     return costs
 
 

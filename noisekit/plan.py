@@ -165,8 +165,8 @@ def prepare(sampler, plan, prompt_index, seeds):
 def search_prompt(sampler, plan, prompt_index, seeds, output_type="pil"):
     """The search stage on one prompt: the candidates a budget (or `num_candidates`) buys, made and transformed
     once, then searched. Returns the `SearchResult`."""
-    from .search.strategies import (as_reward_dict, check_candidate_count, plan_count, preview_view, resolve_budget,
-                                    resolve_schedule, search)
+    from .search.strategies import (as_reward_dict, check_candidate_count, final_ratio, plan_count, preview_view,
+                                    resolve_budget, resolve_schedule, search)
 
     stage = plan.search
     rewards = as_reward_dict(stage.rewards)
@@ -180,7 +180,7 @@ def search_prompt(sampler, plan, prompt_index, seeds, output_type="pil"):
     if budget is not None:
         count = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep, reward_cost=reward_cost,
                            formula=stage.formula, stage_nfe=plan.stage_nfe(), budget_seconds=stage.budget_seconds,
-                           timed=cost)
+                           timed=cost, final_reward_cost=final_ratio(cost, reward_cost))
     if count is None:
         raise ValueError("`search` needs `num_candidates`, `budget` or `budget_seconds`.")
     check_candidate_count(count)  # before a list of that many seeds is made

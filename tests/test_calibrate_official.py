@@ -174,14 +174,13 @@ def test_schedule_for_reward_by_name_or_folder(tmp_path):
     assert schedule_for_reward("noise-aware", path=tmp_path) == DEFAULT_SCHEDULE
 
 
-def test_the_hindsight_search_finds_where_previews_rank():
+def test_the_hindsight_search_finds_where_previews_rank(monkeypatch):
     """On a table whose previews are noise before step 12 and exact from it, the search in hindsight leaves a
     schedule pruning at step 0 for one whose last stage prunes hard where the previews rank."""
     import argparse
     import os
-    import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
     from bench_ttsnap_official import hindsight_schedule, neighbours
 
     start = PruningSchedule((0,), (0.5,))

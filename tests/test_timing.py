@@ -123,6 +123,23 @@ def test_the_final_images_calls_are_charged_their_own_ratio(sampler):
     assert plan_ttsnap(40, CostModel(4, 2, 0.2), (1,), (0.5,)) == 6
     bon = best_of_n(sampler, 0, brightness, budget=45, cost=cost)  # every call judges a final image
     assert bon.reward_cost == 3.0 and len(bon.candidates) == 45 // (4 * 2 + 3)
+    # a cost measured without curves predicts the final images' calls at their own seconds too
+    shape = RunShape(scorings=2, reward_calls=7, previews=(5,), finals=(2,))
+    assert cost.seconds(shape) == pytest.approx(5 * 0.002 + 2 * 0.03)
+
+
+def test_a_plan_makes_the_candidates_its_search_runs(sampler, monkeypatch):
+    """The plan's search stage charges the final images their own ratio too: it prepares (noise stages included)
+    exactly the candidates the search then runs."""
+    from noisekit import plan
+
+    made, prepare = [], plan.prepare
+    monkeypatch.setattr(plan, "prepare", lambda *args: made.append(len(args[-1])) or prepare(*args))
+    cost = TimedCost(seconds_per_nfe=0.01, seconds_per_reward_call=0.002, seconds_per_final_call=0.03)
+    stage = {"rewards": brightness, "strategy": "ttsnap", "budget": 40, "schedule": PruningSchedule((1,), (0.5,)),
+             "cost": cost}
+    result = plan.search_prompt(sampler, plan.NoisePlan(search=stage), 0, 0)
+    assert made == [5] and result.counts == (5, 2) and result.cost <= 40
 
 
 def test_the_cost_line_names_each_ratio():

@@ -1,14 +1,14 @@
 """Compute accounting for seed search: pruning schedules, the TTSnap cost formula, and exact integer budgets.
 
-Units. One *step* is one pass of the sampler's loop (`Sampler.num_steps` passes; Heun-type schedulers pass twice
-per timestep) and costs `nfe_per_step` denoiser evaluations per candidate (2 under CFG, else 1). A *reward call*
-is one image scored by one reward model (the VAE decode of a preview belongs to it) and costs `reward_cost`
-NFE-equivalents: an assumed constant (1; 0 counts denoiser passes only, as Ma et al. 2025 do) or the ratio measured
-on the run's machine (`noisekit.search.timing`). When the previews are scored by a cheaper reward than the final
-images (a latent reward decodes nothing), the final images' calls are charged their own `final_reward_cost`. The
-realised cost of a search is `nfe + reward_cost * reward_calls` (an integer when `reward_cost` is one), and `plan_*`
-choose the largest candidate count whose realised cost fits the budget, so a search never spends more than it was
-given.
+Units. One *step* is one pass of the sampler's loop (`Sampler.num_steps` passes; Heun-type schedulers pass twice per
+timestep) and costs `nfe_per_step` denoiser evaluations per candidate (2 under CFG, else 1). A *reward call* is one
+image scored by one reward model (the VAE decode of a preview belongs to it) and costs `reward_cost` NFE-equivalents:
+an assumed constant (1; 0 counts denoiser passes only, as Ma et al. 2025 do) or the ratio measured on the run's machine
+(`noisekit.search.timing`). When the previews are scored by a cheaper reward than the final images (a latent reward
+decodes nothing), the final images' calls are charged their own `final_reward_cost`. The realised cost of a search is
+`nfe + reward_cost * reward_calls` (the final images' calls at `final_reward_cost`; an integer when both are whole),
+and `plan_*` choose the largest candidate count whose realised cost fits the budget, so a search never spends more than
+it was given.
 
 Step index `s` is the x0 preview made by the `(s + 1)`-th denoiser pass (TTSnap's convention, T = 20 there).
 Reaching it costs `s + 1` steps; TTSnap's public simulator charges `s` (an off-by-one kept as
@@ -185,7 +185,8 @@ class CostModel:
 
     def ttsnap(self, num_candidates, steps, keep):
         """`(nfe, reward_calls, survivors)` of a TTSnap run with `n_0 = num_candidates` (realised, rounded counts):
-        NFE = n_0 (s_1 + 1) + sum_{k>=1} n_k (s_{k+1} - s_k) with s_{K+1} = T - 1; reward calls = sum_{k=0}^{K} n_k."""
+        NFE = n_0 (s_1 + 1) + sum_{k>=1} n_k (s_{k+1} - s_k) with s_{K+1} = T - 1; reward calls =
+        num_rewards * sum_{k=0}^{K} n_k, of which num_rewards * n_K judge final images."""
         counts = survivor_counts(num_candidates, keep)
         boundaries = [-1, *steps, self.num_steps - 1]
         passes = sum(n * (b - a) for n, a, b in zip(counts, boundaries, boundaries[1:]))

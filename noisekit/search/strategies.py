@@ -218,6 +218,14 @@ def resolve_budget(sampler, rewards, preview_rewards, *, num_candidates, budget,
     return budget, (1 if reward_cost is None else reward_cost), cost
 
 
+def final_ratio(timed, reward_cost):
+    """The NFE-equivalents of a reward call on a final image when `timed` (a `TimedCost` or None) measured them
+    apart from the previews' `reward_cost`, else None (the final images' calls cost `reward_cost` too)."""
+    if timed is None or timed.final_reward_cost == reward_cost:
+        return None
+    return timed.final_reward_cost
+
+
 def resolve_schedule(schedule, sampler, num_rewards):
     """`(steps, keep)` of a schedule on this sampler: `()` is best-of-N; `None` TTSnap's default."""
     if schedule is None:
@@ -250,7 +258,8 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
         preview_rewards: `{name: reward}` scoring the x0 previews with their sigma (same names as `rewards`);
             defaults to the clean rewards on previews (`ignore_sigma`), TTSnap's un-tuned baseline.
         reward_cost (`int` or `float`): NFE-equivalents charged per reward call (default 1, the assumed constant;
-            see `noisekit.search.budget`).
+            see `noisekit.search.budget`), on previews and final images alike; a `cost` that timed the final
+            images apart charges them their own ratio.
         cost (`TimedCost`, *optional*): measured seconds per NFE and per reward call; charges its `reward_cost`
             (the measured ratio, or the fixed constant of its `"fixed"` model), and its `final_reward_cost` for
             the final images' calls when it timed them apart; converts `budget_seconds`.
@@ -287,10 +296,7 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
                                                 reward_cost=reward_cost, pruning=bool(steps))
     began, clock_before = time.perf_counter(), sampler.clock.read()  # a measurement above is no part of the search
     stage_nfe = candidates.nfe_per_candidate if candidates is not None else 0
-    # the final images' calls cost their own ratio when the probe timed them apart from the previews'
-    final_reward_cost = None
-    if timed is not None and timed.final_reward_cost != reward_cost:
-        final_reward_cost = timed.final_reward_cost
+    final_reward_cost = final_ratio(timed, reward_cost)
     cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, len(rewards), stage_nfe, final_reward_cost)
     if budget is not None:
         num_candidates = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep,

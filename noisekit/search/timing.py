@@ -1,10 +1,10 @@
 """What a search's parts cost in seconds on this machine, and the NFE-equivalent of a reward call measured from them.
 
-Budgets are planned in NFE-equivalents: a search costs `nfe + reward_cost * reward_calls`. `reward_cost`, what one
-reward call (one image decoded and scored by one reward model) costs in denoiser evaluations, was an assumed
-constant; it is kept as the cost model `"fixed"` (`FIXED_REWARD_COST`, to reproduce earlier numbers). The cost
-model `"measured"` times a few denoiser calls and a few decode + reward calls on the run's own sampler and rewards
-(`measure_cost`) and charges their ratio instead.
+Budgets are planned in NFE-equivalents: a search costs `nfe + reward_cost * reward_calls` (the final images' calls at
+their own ratio when they are timed apart, see below). `reward_cost`, what one reward call (one image decoded and
+scored by one reward model) costs in denoiser evaluations, was an assumed constant; it is kept as the cost model
+`"fixed"` (`FIXED_REWARD_COST`, to reproduce earlier numbers). The cost model `"measured"` times a few denoiser calls
+and a few decode + reward calls on the run's own sampler and rewards (`measure_cost`) and charges their ratio instead.
 
 A step's or a scoring's seconds are not proportional to its batch: a call has a fixed part (Python, the scheduler,
 kernel launches) besides its per-row part, and a pruned search runs small batches where the fixed part dominates.
@@ -158,6 +158,9 @@ class TimedCost:
                        + sum(_between(final, n) for n in shape.finals))
         else:
             scoring = shape.scorings * self.seconds_per_scoring + shape.reward_calls * self.seconds_per_reward_call
+            if self.seconds_per_final_call and shape.finals:  # the final images' calls at their own seconds
+                final_calls = shape.reward_calls * sum(shape.finals) / (sum(shape.previews) + sum(shape.finals))
+                scoring += final_calls * (self.seconds_per_final_call - self.seconds_per_reward_call)
         return denoiser + scoring
 
     def to_dict(self):
