@@ -8,14 +8,18 @@ the prompt's images) and each process's throughput. A prompt is done when its fi
   same file; the main process merges the prompt files, in prompt order, into one `results.json`. Every process
   encodes the whole prompt list, so a prompt's candidates are those of a one-process run;
 - a run stopped at any moment (even `kill -9`) loses only the prompts in flight, and the same command resumes it
-  with any number of processes; another command into the folder is refused.
+  with any number of processes; another command into the folder is refused;
+- a one-process run that fails before it finishes any prompt (a budget too small, a reward of the wrong kind) gives
+  the folder back: its record goes, so the corrected command can start there.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import resource
+import shutil
 import time
 
 from .results import with_digest, write_json
@@ -102,6 +106,17 @@ class RunFolder:
         path = os.path.join(self.state_dir, "run.json")
         if not os.path.exists(path):
             write_json(path, {"digest": self.digest, "num_prompts": self.num_prompts, "settings": self.settings})
+
+    @contextlib.contextmanager
+    def released_on_failure(self, group):
+        """Remove the run's record and measurements when the body fails before any prompt of the run is done, on a
+        one-process run (with several, another process may still be working for the record)."""
+        try:
+            yield
+        except BaseException:
+            if group.count == 1 and not any(self.done(i) for i in range(self.num_prompts)):
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+            raise
 
     def prompt_path(self, index):
         return os.path.join(self.state_dir, "prompts", f"p{index:06d}.json")
@@ -255,16 +270,17 @@ def run_prompts(folder, group, work, *, on_done=None, progress=None):
     if progress is not None:
         progress.reset(total=len(mine))
     meter = Meter()
-    for index in mine:
-        entries, candidates, nfe, *timed = work(index)
-        folder.save(index, entries)
-        meter.add(candidates=candidates, nfe=nfe, seconds=timed[0] if timed else None)
-        if group.is_main and on_done is not None:
-            on_done()
-        if progress is not None:
-            if timed:
-                progress.set_postfix_str(meter.describe_parts(), refresh=False)
-            progress.update(1)
+    with folder.released_on_failure(group):
+        for index in mine:
+            entries, candidates, nfe, *timed = work(index)
+            folder.save(index, entries)
+            meter.add(candidates=candidates, nfe=nfe, seconds=timed[0] if timed else None)
+            if group.is_main and on_done is not None:
+                on_done()
+            if progress is not None:
+                if timed:
+                    progress.set_postfix_str(meter.describe_parts(), refresh=False)
+                progress.update(1)
     measured = meter.to_dict()
     write_json(folder.throughput_path(group), measured)
     group.wait()  # every prompt file and meter is written
@@ -279,7 +295,8 @@ def shared_record(folder, group, name, make):
     if group.is_main:
         folder.start()  # the run record first: the folder then belongs to this command, and so does the record
         if _read_json(path) is None:
-            write_json(path, make())
+            with folder.released_on_failure(group):
+                write_json(path, make())
     group.wait()
     return _read_json(path)
 

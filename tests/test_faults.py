@@ -98,10 +98,10 @@ def test_huge_budget_is_one_line_not_memory_error(model_dir, capsys, tmp_path):
     from noisekit.search.strategies import MAX_CANDIDATES
 
     err = one_line_error(["search", PROMPT, "--model", model_dir, "--steps", "2", "--budget_nfe", str(10**12),
-                          "--output_dir", str(tmp_path / "out"), "--quiet"], capsys, f"at most {MAX_CANDIDATES}")
+                          "--output_dir", str(tmp_path / "out"), "--quiet"], capsys, f"more than {MAX_CANDIDATES} candidates")
     assert "`budget` 1000000000000" in err
     one_line_error(["search", PROMPT, "--model", model_dir, "--steps", "2", "--num_candidates", str(10**11),
-                    "--output_dir", str(tmp_path / "out2"), "--quiet"], capsys, f"at most {MAX_CANDIDATES}")
+                    "--output_dir", str(tmp_path / "out2"), "--quiet"], capsys, f"more than {MAX_CANDIDATES} candidates")
 
 
 # --- NPNet files that are not NPNets -----------------------------------------------------------------------------

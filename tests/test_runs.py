@@ -165,3 +165,38 @@ def test_a_run_killed_midway_resumes_to_the_same_results(one_process_run):
     # another command into the same folder: one line, exit 2
     other = call(noisekit(folder / "prompts.txt", out, "--seed", "7"))
     assert other.returncode == 2 and other.stderr.count("\n") == 1 and "(seed)" in other.stderr
+
+
+def test_a_one_process_run_that_fails_before_any_prompt_releases_the_folder(tmp_path):
+    """Its record and measurements go, so another command may start there; once a prompt is done, they stay."""
+    from noisekit.runs import run_prompts, shared_record
+
+    folder, group = RunFolder(tmp_path, settings={"steps": 2}, num_prompts=2, lists=("images",)), ProcessGroup()
+
+    def failing(index):
+        raise ValueError("budget too small")
+
+    assert shared_record(folder, group, "cost", lambda: {"ratio": 1.0}) == {"ratio": 1.0}
+    with pytest.raises(ValueError, match="budget too small"):
+        run_prompts(folder, group, failing)
+    assert not os.path.exists(folder.state_dir)
+    RunFolder(tmp_path, settings={"steps": 3}, num_prompts=2, lists=("images",)).check()  # not refused
+    with pytest.raises(ZeroDivisionError):
+        shared_record(folder, group, "cost", lambda: 1 / 0)
+    assert not os.path.exists(folder.state_dir)
+
+    def second_fails(index):
+        if index == 1:
+            raise ValueError("the second prompt failed")
+        return {"images": [{"prompt_index": 0}]}, 1, 2
+
+    with pytest.raises(ValueError, match="second prompt"):
+        run_prompts(folder, group, second_fails)
+    assert folder.pending() == [1] and os.path.exists(os.path.join(folder.state_dir, "run.json"))
+    with pytest.raises(ValueError, match="other settings"):
+        RunFolder(tmp_path, settings={"steps": 3}, num_prompts=2, lists=("images",)).check()
+    several = ProcessGroup(index=0, count=2)
+    other = RunFolder(tmp_path / "several", settings={"steps": 2}, num_prompts=1, lists=("images",))
+    with pytest.raises(ValueError):
+        run_prompts(other, several, failing)
+    assert os.path.exists(os.path.join(other.state_dir, "run.json"))  # another process may be working for it

@@ -247,6 +247,7 @@ def test_a_fixed_part_per_call_buys_fewer_candidates_than_proportional_seconds(s
     ({"num_candidates": 2, "reward_cost": 1, "cost": INJECTED}, "give `reward_cost` .* or `cost`"),
     ({"budget_seconds": 0.05, "cost": INJECTED}, "`budget_seconds` 0.05 buys 5 NFE-equivalents at 0.01 s per NFE.*"
                                                   "smallest run .* predicted to take"),
+    ({"budget_seconds": 1e9, "cost": INJECTED}, "`budget_seconds` 1e\\+09 asks for more than 16384 candidates"),
 ])
 def test_seconds_budget_errors_name_what_is_allowed(sampler, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -269,7 +270,7 @@ def test_cli_budget_seconds_records_the_plan_and_the_seconds(tmp_path, model_dir
     assert run_search(model_dir, judge_dir, out, "--strategy", "ttsnap", "--schedule", "0,1", "--keep", "0.5,0.5",
                       "--budget_seconds", "1.2") == 0
     printed = capsys.readouterr().out
-    assert "1.2 s per prompt = 120 NFE-equivalents" in printed and "decode" in printed
+    assert "1.2 s per prompt, 120 NFE-equivalents at the seconds per NFE" in printed and "decode" in printed
     results = json.loads((out / "results.json").read_text())
     settings, summary = results["settings"], results["prompts"][0]
     assert settings["budget_seconds"] == 1.2 and settings["budget_nfe"] == 120 and settings["reward_cost"] == 2.5
@@ -299,3 +300,27 @@ def test_cli_measures_the_reward_cost_unless_fixed(tmp_path, model_dir, judge_di
     assert not (fixed / ".noisekit" / "cost.json").exists()  # nothing timed: the accounting of earlier runs
     summary = results["prompts"][0]
     assert summary["cost"] == summary["nfe"] + summary["reward_calls"] and summary["reward_cost"] == 1
+
+
+def test_a_run_that_fails_before_any_prompt_gives_the_folder_back(tmp_path, model_dir, judge_dir, capsys):
+    """A budget too small fails after the cost was measured into the folder: the corrected command starts there."""
+    out = tmp_path / "run"
+    assert run_search(model_dir, judge_dir, out, "--budget_nfe", "5") == 2
+    assert "`budget` must be an integer of at least" in capsys.readouterr().err
+    assert not (out / ".noisekit").exists()
+    assert run_search(model_dir, judge_dir, out, "--budget_nfe", "40") == 0
+    assert json.loads((out / "results.json").read_text())["run"]["complete"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--reward", "shapes-judge-latent"), "--reward shapes-judge-latent scores x0 latents, not final images; give it "
+                                          "as --preview_reward"),
+    (("--strategy", "ttsnap", "--preview_reward", "shapes-judge"), "--preview_reward shapes-judge scores clean images "
+                                                                   "only; leave --preview_reward out"),
+])
+def test_cli_refuses_a_reward_of_the_wrong_kind_before_it_claims_the_folder(tmp_path, model_dir, judge_dir, capsys,
+                                                                            extra, message):
+    out = tmp_path / "run"
+    assert run_search(model_dir, judge_dir, out, "--num_candidates", "2", *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (out / ".noisekit").exists()

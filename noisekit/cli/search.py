@@ -82,6 +82,7 @@ def _names(text, flag):
 def load_rewards(args, device):
     from ..rewards import list_rewards, load_reward
     from ..rewards import noise_aware  # noqa: F401  (registers the noise-aware rewards)
+    from ..rewards.base import reads_latents
 
     paths = {}
     for item in args.reward_path:
@@ -98,7 +99,16 @@ def load_rewards(args, device):
         raise UserError(f"--preview_reward must give one reward per --reward ({len(names)}), got {len(previews)}.")
     build = lambda n: load_reward(n, device=device, **({"path": paths[n]} if n in paths else {}))  # noqa: E731
     rewards = {n: build(n).eval() for n in names}
+    latent = [n for n, reward in rewards.items() if reads_latents(reward)]
+    if latent:
+        raise UserError(f"--reward {latent[0]} scores x0 latents, not final images; give it as --preview_reward (with "
+                        "--strategy ttsnap) beside a clean image reward as --reward.")
     preview_rewards = None if previews is None else {n: build(p).eval() for n, p in zip(names, previews)}
+    for name, reward in zip(previews or [], (preview_rewards or {}).values()):
+        if not reads_latents(reward) and not getattr(reward, "noise_aware", False):
+            raise UserError(f"--preview_reward {name} scores clean images only; leave --preview_reward out to score "
+                            "the previews with --reward as if they were clean (TTSnap's baseline), or give a "
+                            "noise-aware or latent reward.")
     return rewards, preview_rewards
 
 
@@ -292,9 +302,10 @@ def describe_cost(settings):
                     "call" if split else "decode + reward call"))
     line += ")"
     if settings["budget_seconds"] is not None:
-        line += f"; {settings['budget_seconds']:g} s per prompt = {settings['budget_nfe']} NFE-equivalents"
+        line += (f"; {settings['budget_seconds']:g} s per prompt, {settings['budget_nfe']} NFE-equivalents at the "
+                 "seconds per NFE; N0 is planned from each call's measured seconds, fixed parts included")
         if model.get("headroom"):
-            line += f", {model['headroom']:.0%} of it left free for timings that drift"
+            line += f", {model['headroom']:.0%} of the seconds left free for timings that drift"
     return line
 
 

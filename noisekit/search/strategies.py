@@ -106,8 +106,8 @@ class SearchResult:
 def check_candidate_count(count, *, source="`num_candidates`"):
     """`count` if a search can hold that many candidates, else a one-line ValueError naming where it came from."""
     if count > MAX_CANDIDATES:
-        raise ValueError(f"{source} asks for {count} candidates per prompt; a search holds at most {MAX_CANDIDATES} "
-                         "(every candidate's noise and image are kept at once). Give a smaller budget or number.")
+        raise ValueError(f"{source} asks for more than {MAX_CANDIDATES} candidates per prompt, the most a search "
+                         "holds (every candidate's noise and image are kept at once). Give a smaller budget or number.")
     return count
 
 
