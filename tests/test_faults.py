@@ -388,3 +388,10 @@ def test_search_denoises_in_micro_batches_by_default_and_records_their_size(sd1_
     assert [len(chunk) for chunk in flight.chunks] == [MICRO_BATCH, 3]  # not one batch of every candidate
     result = search(sampler, 0, ScriptedReward([0.1, 0.2]), num_candidates=2, schedule=())
     assert result.micro_batch_size == MICRO_BATCH and result.summary()["micro_batch_size"] == MICRO_BATCH
+
+
+def test_a_reward_path_that_is_not_there_names_the_flag(model_dir, capsys, tmp_path):
+    err = one_line_error(["search", PROMPT, "--model", model_dir, "--steps", "2", "--num_candidates", "2",
+                          "--reward_path", f"shapes-judge={tmp_path / 'missing'}", "--output_dir",
+                          str(tmp_path / "out"), "--quiet"], capsys, "--reward_path shapes-judge=")
+    assert "cannot load it" in err

@@ -97,7 +97,16 @@ def load_rewards(args, device):
             raise UserError(f"reward {name!r} is not registered; choose from {list_rewards()}.")
     if previews is not None and len(previews) != len(names):
         raise UserError(f"--preview_reward must give one reward per --reward ({len(names)}), got {len(previews)}.")
-    build = lambda n: load_reward(n, device=device, **({"path": paths[n]} if n in paths else {}))  # noqa: E731
+
+    def build(name):
+        if name not in paths:
+            return load_reward(name, device=device)
+        try:
+            return load_reward(name, device=device, path=paths[name])
+        except OSError as error:  # a folder that is not there is looked for on the hub: say which flag named it
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"--reward_path {name}={paths[name]}: cannot load it ({first})") from None
+
     rewards = {n: build(n).eval() for n in names}
     latent = [n for n, reward in rewards.items() if reads_latents(reward)]
     if latent:
