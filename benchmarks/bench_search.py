@@ -527,6 +527,12 @@ def print_report(result):
         print(f"  {'bound: perfect previews':26s} {schedule_text(bound['schedule'])}: " + "  ".join(
             f"N={m['best_of_n']}: {fmt(m['ttsnap'] and m['ttsnap']['nfe_share'], '.2f', 'n/a')} NFE"
             for m in bound["match_best_of_n"]))
+    if off.get("calibration_prompts"):
+        print("the same untuned arms on the calibration prompts (Omega; NFE share to match best-of-N):")
+        for name, arm in off["calibration_prompts"].items():
+            print(f"  {name:26s} {fmt(arm['omega'], '+7.1f', '      -')} " + "  ".join(
+                f"N={m['best_of_n']}: {fmt(m['ttsnap'] and m['ttsnap']['nfe_share'], '.2f', 'n/a')}"
+                for m in arm["match_best_of_n"]))
     print("Kendall tau (per prompt, mean) of step-s preview scores vs final reward, held-out:")
     for kind, values in off["kendall_tau"].items():
         print(f"  {kind:12s} " + " ".join(f"s{s}:{v:+.2f}" for s, v in enumerate(values[:-1])))
@@ -648,6 +654,24 @@ def seconds_model(costs, kind, table, micro_batch_size):
     return seconds_of
 
 
+def other_half(table, arms, rows, cost, budgets, unit, args, costs):
+    """The arms that no prompt tuned (best-of-N and the paper's schedule) on the calibration prompts `rows`: how
+    much the held-out shares move with the prompts they are measured on."""
+    out, bon_means = {}, None
+    bon_seconds = seconds_model(costs, BASE, table, args.micro_batch_size)
+    for name, (kind, schedule) in arms.items():
+        if schedule is not None and not name.endswith("/default"):
+            continue
+        rewards, report = arm_report(view(table, kind).split(rows), schedule, cost, budgets, unit, bon_means, args,
+                                     costs.get("record", {}), seconds_model(costs, kind, table, args.micro_batch_size),
+                                     bon_seconds)
+        if schedule is None:
+            bon_means = rewards
+        else:
+            out[name] = {"omega": report.get("omega"), "match_best_of_n": report["match_best_of_n"]}
+    return out
+
+
 def seed_set(args, pipe, judge, naj, prompts, table, costs, rows, models, save):
     """Calibration, offline report, online runs and equal seconds on one seed set (`table`'s columns); with `save`,
     the calibrated schedule is written to `--save_schedule`."""
@@ -692,6 +716,7 @@ def seed_set(args, pipe, judge, naj, prompts, table, costs, rows, models, save):
     _, offline["perfect_previews"] = arm_report(perfect.split(heldout_rows), tuned, cost, budgets, unit, bon_means,
                                                 args, costs.get("record", {}),
                                                 seconds_model(costs, BASE, table, args.micro_batch_size), bon_seconds)
+    offline["calibration_prompts"] = other_half(table, arms, calibration_rows, cost, budgets, unit, args, costs)
     offline["evaluation_seconds"] = round(time.perf_counter() - evaluation_began, 2)
 
     online_budget = args.online_budget or budgets[-1]
