@@ -165,22 +165,22 @@ def prepare(sampler, plan, prompt_index, seeds):
 def search_prompt(sampler, plan, prompt_index, seeds, output_type="pil"):
     """The search stage on one prompt: the candidates a budget (or `num_candidates`) buys, made and transformed
     once, then searched. Returns the `SearchResult`."""
-    from .search.strategies import (as_reward_dict, check_candidate_count, final_ratio, plan_count, preview_view,
-                                    resolve_budget, resolve_schedule, search)
+    from .search.strategies import (as_reward_dict, check_candidate_count, plan_count, preview_view, resolve_budget,
+                                    resolve_schedule, search)
 
     stage = plan.search
     rewards = as_reward_dict(stage.rewards)
     steps, keep = resolve_schedule(stage.pruning, sampler, len(rewards))
     previews = stage.preview_rewards or {name: preview_view(r) for name, r in rewards.items()}
     # the seconds become NFE-equivalents once, here, so that the search below plans from the same measurement
-    budget, reward_cost, cost = resolve_budget(sampler, rewards, previews, num_candidates=stage.num_candidates,
-                                               budget=stage.budget, budget_seconds=stage.budget_seconds,
-                                               cost=stage.cost, reward_cost=stage.reward_cost, pruning=bool(steps))
+    budget, reward_cost, final_reward_cost, cost = resolve_budget(
+        sampler, rewards, previews, num_candidates=stage.num_candidates, budget=stage.budget,
+        budget_seconds=stage.budget_seconds, cost=stage.cost, reward_cost=stage.reward_cost, pruning=bool(steps))
     count = stage.num_candidates
     if budget is not None:
         count = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep, reward_cost=reward_cost,
                            formula=stage.formula, stage_nfe=plan.stage_nfe(), budget_seconds=stage.budget_seconds,
-                           timed=cost, final_reward_cost=final_ratio(cost, reward_cost))
+                           timed=cost, final_reward_cost=final_reward_cost)
     if count is None:
         raise ValueError("`search` needs `num_candidates`, `budget` or `budget_seconds`.")
     check_candidate_count(count)  # before a list of that many seeds is made

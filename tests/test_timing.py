@@ -308,7 +308,7 @@ def test_a_run_that_fails_before_any_prompt_gives_the_folder_back(tmp_path, mode
     assert run_search(model_dir, judge_dir, out, "--budget_nfe", "5") == 2
     assert "`budget` must be an integer of at least" in capsys.readouterr().err
     assert not (out / ".noisekit").exists()
-    assert run_search(model_dir, judge_dir, out, "--budget_nfe", "40") == 0
+    assert run_search(model_dir, judge_dir, out, "--budget_nfe", "80") == 0  # room for any measured ratio
     assert json.loads((out / "results.json").read_text())["run"]["complete"]
 
 

@@ -88,9 +88,9 @@ def cheap_draft(draft_sampler, full_sampler, prompt_index, rewards, *, seeds=0, 
     if list(draft_sampler.prompts) != list(full_sampler.prompts):
         raise ValueError("`draft_sampler` and `full_sampler` must hold the same prompts.")
     rewards = as_reward_dict(rewards)
-    budget, reward_cost, timed = resolve_budget(full_sampler, rewards, None, num_candidates=num_candidates,
-                                                budget=budget, budget_seconds=budget_seconds, cost=cost,
-                                                reward_cost=reward_cost, pruning=False, required=True)
+    budget, reward_cost, _, timed = resolve_budget(full_sampler, rewards, None, num_candidates=num_candidates,
+                                                   budget=budget, budget_seconds=budget_seconds, cost=cost,
+                                                   reward_cost=reward_cost, pruning=False, required=True)
     if budget_seconds is not None:
         count = plan_by_seconds(timed, budget_seconds, functools.partial(
             draft_shape, draft_sampler, full_sampler, num_rewards=len(rewards), finish=finish,

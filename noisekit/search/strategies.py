@@ -107,7 +107,8 @@ def check_candidate_count(count, *, source="`num_candidates`"):
     """`count` if a search can hold that many candidates, else a one-line ValueError naming where it came from."""
     if count > MAX_CANDIDATES:
         raise ValueError(f"{source} asks for more than {MAX_CANDIDATES} candidates per prompt, the most a search "
-                         "holds (every candidate's noise and image are kept at once). Give a smaller budget or number.")
+                         "holds (every candidate's noise and image are kept at once). Give a smaller budget or "
+                         "number.")
     return count
 
 
@@ -191,10 +192,12 @@ def plan_count(sampler, num_rewards, *, budget, steps=(), keep=(), reward_cost=1
 
 def resolve_budget(sampler, rewards, preview_rewards, *, num_candidates, budget, budget_seconds, cost, reward_cost,
                    pruning, required=False):
-    """`(budget, reward_cost, cost)` of a search: at most one (with `required`, exactly one) of `num_candidates`,
-    `budget` (NFE-equivalents) and `budget_seconds` (converted to NFE-equivalents through `cost`, a `TimedCost`,
-    measured on the sampler with the rewards that score most of the images when not given); `reward_cost` is
-    `cost`'s when `cost` is given (its final images' ratio for a search that does not prune)."""
+    """`(budget, reward_cost, final_reward_cost, cost)` of a search: at most one (with `required`, exactly one) of
+    `num_candidates`, `budget` (NFE-equivalents) and `budget_seconds` (converted to NFE-equivalents through `cost`, a
+    `TimedCost`, measured on the sampler with the rewards that score most of the images when not given).
+    `reward_cost` is `cost`'s when `cost` is given (its final images' ratio for a search that does not prune);
+    `final_reward_cost` is the final images' ratio when `cost` timed them apart from the previews, else None (they
+    cost `reward_cost` too)."""
     given = [f"`{n}`" for n, v in (("num_candidates", num_candidates), ("budget", budget),
                                    ("budget_seconds", budget_seconds)) if v is not None]
     if required and not given:
@@ -213,17 +216,12 @@ def resolve_budget(sampler, rewards, preview_rewards, *, num_candidates, budget,
             cost = (measure_cost(sampler, preview_rewards, final_rewards=rewards) if pruning
                     else measure_cost(sampler, rewards))
         budget = cost.budget_nfe(budget_seconds)
+    final_reward_cost = None
     if cost is not None:  # a search that does not prune judges final images only
         reward_cost = cost.reward_cost if pruning else cost.final_reward_cost
-    return budget, (1 if reward_cost is None else reward_cost), cost
-
-
-def final_ratio(timed, reward_cost):
-    """The NFE-equivalents of a reward call on a final image when `timed` (a `TimedCost` or None) measured them
-    apart from the previews' `reward_cost`, else None (the final images' calls cost `reward_cost` too)."""
-    if timed is None or timed.final_reward_cost == reward_cost:
-        return None
-    return timed.final_reward_cost
+        if pruning and cost.final_reward_cost != reward_cost:
+            final_reward_cost = cost.final_reward_cost
+    return budget, (1 if reward_cost is None else reward_cost), final_reward_cost, cost
 
 
 def resolve_schedule(schedule, sampler, num_rewards):
@@ -291,12 +289,11 @@ def search(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, budg
                          f"{sorted(as_reward_dict(preview_rewards))}.")
     sigmas = step_sigmas(sampler)
     steps, keep = resolve_schedule(schedule, sampler, len(rewards))
-    budget, reward_cost, timed = resolve_budget(sampler, rewards, preview_rewards, num_candidates=num_candidates,
-                                                budget=budget, budget_seconds=budget_seconds, cost=cost,
-                                                reward_cost=reward_cost, pruning=bool(steps))
+    budget, reward_cost, final_reward_cost, timed = resolve_budget(
+        sampler, rewards, preview_rewards, num_candidates=num_candidates, budget=budget, budget_seconds=budget_seconds,
+        cost=cost, reward_cost=reward_cost, pruning=bool(steps))
     began, clock_before = time.perf_counter(), sampler.clock.read()  # a measurement above is no part of the search
     stage_nfe = candidates.nfe_per_candidate if candidates is not None else 0
-    final_reward_cost = final_ratio(timed, reward_cost)
     cost = CostModel(sampler.num_steps, sampler.nfe_per_step, reward_cost, len(rewards), stage_nfe, final_reward_cost)
     if budget is not None:
         num_candidates = plan_count(sampler, len(rewards), budget=budget, steps=steps, keep=keep,
@@ -401,9 +398,9 @@ def best_of_n(sampler, prompt_index, rewards, *, seeds=0, num_candidates=None, b
         >>> large = best_of_n(sampler, 0, reward, seeds=0, num_candidates=16, previous=small)  # 12 new seeds
     """
     rewards = as_reward_dict(rewards)
-    budget, reward_cost, timed = resolve_budget(sampler, rewards, None, num_candidates=num_candidates, budget=budget,
-                                                budget_seconds=budget_seconds, cost=cost, reward_cost=reward_cost,
-                                                pruning=False, required=True)
+    budget, reward_cost, _, timed = resolve_budget(sampler, rewards, None, num_candidates=num_candidates,
+                                                   budget=budget, budget_seconds=budget_seconds, cost=cost,
+                                                   reward_cost=reward_cost, pruning=False, required=True)
     began, clock_before = time.perf_counter(), sampler.clock.read()
     cost = CostModel.for_sampler(sampler, reward_cost, len(rewards))
     count = check_candidate_count(num_candidates) if budget is None else plan_count(
